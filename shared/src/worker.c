@@ -510,7 +510,7 @@ static char *render_metrics(void *arg)
 {
     at_worker_t *w = arg;
     char labels[256];
-    snprintf(labels, sizeof labels, "role=\"%s\",instance=\"%s\"", w->def->role, w->cfg.instance);
+    snprintf(labels, sizeof labels, "role=\"%s\",instance=\"%s\"", w->def->proc, w->cfg.instance);
     return at_metrics_render(labels);
 }
 
@@ -636,10 +636,10 @@ int at_worker_main(const at_worker_def_t *def, int argc, char **argv)
         at_error("event=init_failed role=%s", def->role);
         return 1;
     }
-    w->hb = at_heartbeat_start(w->io, w->ctl, def->role, w->cfg.instance, w->cfg.heartbeat_ttl_ms,
+    w->hb = at_heartbeat_start(w->io, w->ctl, def->proc, w->cfg.instance, w->cfg.heartbeat_ttl_ms,
                                hb_fill, w);
     char mkey[256];
-    snprintf(mkey, sizeof mkey, "metrics:%s:%s", def->role, w->cfg.instance);
+    snprintf(mkey, sizeof mkey, "metrics:%s:%s", def->proc, w->cfg.instance);
     at_heartbeat_attach(w->hb, mkey, render_metrics, w);
     uint64_t touch_every = (uint64_t)(w->cfg.job_claim_timeout_ms / 3);
     at_io_timer_start(w->touch_timer, touch_every, touch_every);

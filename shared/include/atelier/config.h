@@ -71,7 +71,9 @@
     X(INT, shutdown_timeout_ms, "ATELIER_SHUTDOWN_TIMEOUT_MS", NULL, "10000", 0, 600000,           \
       "On SIGTERM, time allowed for in-flight jobs to finish before exit.")                        \
     X(INT, http_max_body, "ATELIER_HTTP_MAX_BODY", NULL, "8388608", 1024, 1073741824,              \
-      "Largest HTTP request body the gateway reads, in bytes.")                                   
+      "Largest HTTP request body the gateway reads, in bytes.")                                   \
+    X(BOOL, access_log, "ATELIER_ACCESS_LOG", NULL, "true", 0, 0,                                  \
+      "Log one line per HTTP request (method, path, status, ms).")                                   
 
 typedef struct at_config {
 #define AT_CFG_FIELD_STR(f) char *f;

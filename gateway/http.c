@@ -1,0 +1,445 @@
+#include "http.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "atelier/log.h"
+#include "atelier/metrics.h"
+#include "atelier/util.h"
+#include "routes.h"
+
+#define MAX_PATH 4096
+#define MAX_QUERY_ARGS 32
+#define MAX_EXTRA_HEADERS 12
+#define WRITE_CHUNK 65536
+
+static const char *const kept_headers[] = {"authorization", "x-api-key", "content-type",
+                                           "if-match",      "origin",    "cookie",
+                                           "accept",        "x-request-id"};
+#define N_KEPT (sizeof kept_headers / sizeof kept_headers[0])
+
+struct at_req {
+    struct lws *wsi; /* NULL once the client has gone (orphan) */
+    gateway_t *gw;
+    int method;
+    char path[MAX_PATH];
+    char id[20];
+    int64_t start_us;
+    char *query[MAX_QUERY_ARGS]; /* "name=value", decoded */
+    int nquery;
+    char *headers[N_KEPT];
+    char *params[HTTP_MAX_PARAMS];
+    int nparams;
+    char *body;
+    size_t body_len, body_cap;
+    int body_too_big;
+    int dispatched;
+    /* response */
+    int answered;
+    int status;
+    char content_type[96];
+    char *resp;
+    size_t resp_len, resp_off;
+    int headers_sent;
+    char *extra_name[MAX_EXTRA_HEADERS], *extra_value[MAX_EXTRA_HEADERS];
+    int nextra;
+    int close_after;
+};
+
+typedef struct pss {
+    at_req_t *req;
+} pss_t;
+
+static at_metric_t *m_requests_hist;
+
+const char *http_method_name(int m)
+{
+    switch (m) {
+    case HTTP_GET: return "GET";
+    case HTTP_POST: return "POST";
+    case HTTP_OPTIONS: return "OPTIONS";
+    case HTTP_PUT: return "PUT";
+    case HTTP_PATCH: return "PATCH";
+    case HTTP_DELETE: return "DELETE";
+    case HTTP_HEAD: return "HEAD";
+    default: return "OTHER";
+    }
+}
+
+static void req_free(at_req_t *r)
+{
+    for (int i = 0; i < r->nquery; i++)
+        free(r->query[i]);
+    for (size_t i = 0; i < N_KEPT; i++)
+        free(r->headers[i]);
+    for (int i = 0; i < r->nparams; i++)
+        free(r->params[i]);
+    for (int i = 0; i < r->nextra; i++) {
+        free(r->extra_name[i]);
+        free(r->extra_value[i]);
+    }
+    free(r->body);
+    free(r->resp);
+    free(r);
+}
+
+gateway_t *req_gw(const at_req_t *r)
+{
+    return r->gw;
+}
+
+int req_method(const at_req_t *r)
+{
+    return r->method;
+}
+
+const char *req_path(const at_req_t *r)
+{
+    return r->path;
+}
+
+const char *req_id(const at_req_t *r)
+{
+    return r->id;
+}
+
+const char *req_query(const at_req_t *r, const char *name)
+{
+    size_t n = strlen(name);
+    for (int i = 0; i < r->nquery; i++)
+        if (!strncmp(r->query[i], name, n) && (r->query[i][n] == '=' || r->query[i][n] == '\0'))
+            return r->query[i][n] == '=' ? r->query[i] + n + 1 : "";
+    return NULL;
+}
+
+const char *req_header(const at_req_t *r, const char *name)
+{
+    for (size_t i = 0; i < N_KEPT; i++)
+        if (!strcmp(kept_headers[i], name))
+            return r->headers[i];
+    return NULL;
+}
+
+const char *req_body(const at_req_t *r, size_t *len)
+{
+    if (len)
+        *len = r->body_len;
+    return r->body ? r->body : "";
+}
+
+const char *req_param(const at_req_t *r, int idx)
+{
+    return idx < r->nparams ? r->params[idx] : NULL;
+}
+
+void req_set_params(at_req_t *r, const char *const *params, int n)
+{
+    for (int i = 0; i < n && i < HTTP_MAX_PARAMS; i++)
+        r->params[r->nparams++] = strdup(params[i]);
+}
+
+json_t *req_json_body(at_req_t *r)
+{
+    if (r->body_len == 0) {
+        req_error(r, 422, "Request body must be a JSON object");
+        return NULL;
+    }
+    json_error_t err;
+    json_t *j = json_loadb(r->body, r->body_len, JSON_REJECT_DUPLICATES, &err);
+    if (!j) {
+        req_error(r, 400, "Invalid JSON at line %d column %d: %s", err.line, err.column, err.text);
+        return NULL;
+    }
+    if (!json_is_object(j)) {
+        json_decref(j);
+        req_error(r, 422, "Request body must be a JSON object");
+        return NULL;
+    }
+    return j;
+}
+
+void req_add_header(at_req_t *r, const char *name, const char *value)
+{
+    if (r->nextra >= MAX_EXTRA_HEADERS)
+        return;
+    r->extra_name[r->nextra] = strdup(name);
+    r->extra_value[r->nextra] = strdup(value);
+    r->nextra++;
+}
+
+static void access_log(at_req_t *r)
+{
+    double ms = (double)(at_mono_us() - r->start_us) / 1000.0;
+    at_metric_observe(m_requests_hist, ms);
+    char labels[64];
+    snprintf(labels, sizeof labels, "method=\"%s\",status=\"%d\"", http_method_name(r->method),
+             r->status);
+    at_metric_add(at_metrics_counter("atelier_http_requests_total", "HTTP requests answered",
+                                     labels),
+                  1);
+    if (r->gw->cfg.access_log)
+        at_info("req=%s method=%s path=%s status=%d ms=%.2f", r->id, http_method_name(r->method),
+                r->path, r->status, ms);
+}
+
+void req_send(at_req_t *r, int status, const char *content_type, char *body, size_t len)
+{
+    if (r->answered) { /* a second answer is a bug in the handler */
+        at_error("event=double_answer req=%s path=%s", r->id, r->path);
+        free(body);
+        return;
+    }
+    r->answered = 1;
+    r->status = status;
+    snprintf(r->content_type, sizeof r->content_type, "%s",
+             content_type ? content_type : "application/json");
+    r->resp = body;
+    r->resp_len = body ? len : 0;
+    access_log(r);
+    if (!r->wsi) {
+        req_free(r); /* orphan: the client left before the answer */
+        return;
+    }
+    lws_callback_on_writable(r->wsi);
+}
+
+void req_json(at_req_t *r, int status, json_t *body)
+{
+    char *s = json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(6));
+    json_decref(body);
+    if (!s) {
+        s = strdup("{\"detail\":\"Internal Server Error\"}");
+        status = 500;
+    }
+    req_send(r, status, NULL, s, strlen(s));
+}
+
+void req_error(at_req_t *r, int status, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    req_json(r, status, json_pack("{s:s}", "detail", msg));
+}
+
+/* Copy the request line, query and the headers we keep, while lws still
+ * holds them (they are gone once the transaction ends). */
+static void capture(at_req_t *r, struct lws *wsi, const char *uri)
+{
+    at_strlcpy(r->path, uri ? uri : "/", sizeof r->path);
+    char buf[8192];
+    for (int i = 0; i < MAX_QUERY_ARGS; i++) {
+        int n = lws_hdr_copy_fragment(wsi, buf, sizeof buf, WSI_TOKEN_HTTP_URI_ARGS, i);
+        if (n < 0)
+            break;
+        r->query[r->nquery++] = strdup(buf);
+    }
+    for (size_t i = 0; i < N_KEPT; i++) {
+        char name[40];
+        int n;
+        if (!strcmp(kept_headers[i], "authorization"))
+            n = lws_hdr_copy(wsi, buf, sizeof buf, WSI_TOKEN_HTTP_AUTHORIZATION);
+        else if (!strcmp(kept_headers[i], "content-type"))
+            n = lws_hdr_copy(wsi, buf, sizeof buf, WSI_TOKEN_HTTP_CONTENT_TYPE);
+        else if (!strcmp(kept_headers[i], "origin"))
+            n = lws_hdr_copy(wsi, buf, sizeof buf, WSI_TOKEN_ORIGIN);
+        else if (!strcmp(kept_headers[i], "cookie"))
+            n = lws_hdr_copy(wsi, buf, sizeof buf, WSI_TOKEN_HTTP_COOKIE);
+        else if (!strcmp(kept_headers[i], "accept"))
+            n = lws_hdr_copy(wsi, buf, sizeof buf, WSI_TOKEN_HTTP_ACCEPT);
+        else if (!strcmp(kept_headers[i], "if-match"))
+            n = lws_hdr_copy(wsi, buf, sizeof buf, WSI_TOKEN_HTTP_IF_MATCH);
+        else {
+            int nl = snprintf(name, sizeof name, "%s:", kept_headers[i]);
+            n = lws_hdr_custom_copy(wsi, buf, sizeof buf, name, nl);
+        }
+        if (n > 0)
+            r->headers[i] = strdup(buf);
+    }
+    const char *rid = req_header(r, "x-request-id");
+    if (rid && strlen(rid) < sizeof r->id && strspn(rid, "0123456789abcdefABCDEF-") == strlen(rid))
+        at_strlcpy(r->id, rid, sizeof r->id);
+    else {
+        unsigned char b[4];
+        at_random_bytes(b, sizeof b);
+        snprintf(r->id, sizeof r->id, "%02x%02x%02x%02x", b[0], b[1], b[2], b[3]);
+    }
+}
+
+static void dispatch(at_req_t *r)
+{
+    r->dispatched = 1;
+    if (r->body_too_big) {
+        r->close_after = 1;
+        req_error(r, 413, "Request body larger than %lld bytes",
+                  (long long)r->gw->cfg.http_max_body);
+        return;
+    }
+    routes_dispatch(r);
+}
+
+/* Write what is pending; returns -1 to close the connection. */
+static int write_response(struct lws *wsi, pss_t *pss)
+{
+    at_req_t *r = pss->req;
+    static unsigned char buf[LWS_PRE + WRITE_CHUNK];
+    if (!r || !r->answered)
+        return 0;
+    if (!r->headers_sent) {
+        unsigned char *start = buf + LWS_PRE, *p = start, *end = buf + sizeof buf - 1;
+        if (lws_add_http_common_headers(wsi, (unsigned)r->status, r->content_type,
+                                        (lws_filepos_t)r->resp_len, &p, end))
+            return -1;
+        char rid[32];
+        int rl = snprintf(rid, sizeof rid, "%s", r->id);
+        if (lws_add_http_header_by_name(wsi, (const unsigned char *)"x-request-id:",
+                                        (const unsigned char *)rid, rl, &p, end))
+            return -1;
+        for (int i = 0; i < r->nextra; i++) {
+            char name[128];
+            snprintf(name, sizeof name, "%s:", r->extra_name[i]);
+            if (lws_add_http_header_by_name(wsi, (const unsigned char *)name,
+                                            (const unsigned char *)r->extra_value[i],
+                                            (int)strlen(r->extra_value[i]), &p, end))
+                return -1;
+        }
+        if (r->close_after &&
+            lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION, (const unsigned char *)"close",
+                                         5, &p, end))
+            return -1;
+        if (lws_finalize_write_http_header(wsi, start, &p, end))
+            return -1;
+        r->headers_sent = 1;
+        if (r->method == HTTP_HEAD)
+            r->resp_off = r->resp_len;
+    }
+    if (r->resp_off < r->resp_len) {
+        size_t n = r->resp_len - r->resp_off;
+        if (n > WRITE_CHUNK)
+            n = WRITE_CHUNK;
+        memcpy(buf + LWS_PRE, r->resp + r->resp_off, n);
+        r->resp_off += n;
+        int final = r->resp_off == r->resp_len;
+        if (lws_write(wsi, buf + LWS_PRE, n, final ? LWS_WRITE_HTTP_FINAL : LWS_WRITE_HTTP) !=
+            (int)n)
+            return -1;
+        if (!final) {
+            lws_callback_on_writable(wsi);
+            return 0;
+        }
+    }
+    int close_after = r->close_after;
+    req_free(r);
+    pss->req = NULL;
+    if (close_after)
+        return -1;
+    return lws_http_transaction_completed(wsi) ? -1 : 0;
+}
+
+static int has_body(struct lws *wsi)
+{
+    return lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0 ||
+           lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0;
+}
+
+static int callback_http(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                         size_t len)
+{
+    pss_t *pss = user;
+    gateway_t *gw = lws_context_user(lws_get_context(wsi));
+
+    switch (reason) {
+    case LWS_CALLBACK_HTTP: {
+        if (pss->req) { /* a new request while the last is unfinished: drop it */
+            at_req_t *old = pss->req;
+            pss->req = NULL;
+            if (old->answered)
+                req_free(old);
+            else
+                old->wsi = NULL;
+        }
+        at_req_t *r = calloc(1, sizeof *r);
+        if (!r)
+            return -1;
+        r->wsi = wsi;
+        r->gw = gw;
+        r->start_us = at_mono_us();
+        char *uri = NULL;
+        int ulen = 0;
+        r->method = lws_http_get_uri_and_method(wsi, &uri, &ulen);
+        if (r->method < 0 || r->method > HTTP_HEAD)
+            r->method = HTTP_OTHER;
+        pss->req = r;
+        capture(r, wsi, (const char *)in);
+        if (!m_requests_hist)
+            m_requests_hist = at_metrics_histogram(
+                "atelier_http_request_duration_ms", "Time to answer an HTTP request, ms", NULL);
+        if (has_body(wsi)) {
+            char cl[32] = "";
+            if (lws_hdr_copy(wsi, cl, sizeof cl, WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0 &&
+                strtoll(cl, NULL, 10) > gw->cfg.http_max_body) {
+                r->body_too_big = 1;
+                dispatch(r);
+                return 0;
+            }
+            if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0 &&
+                strtoll(cl, NULL, 10) == 0) {
+                dispatch(r);
+                return 0;
+            }
+            return 0; /* wait for LWS_CALLBACK_HTTP_BODY_COMPLETION */
+        }
+        dispatch(r);
+        return 0;
+    }
+    case LWS_CALLBACK_HTTP_BODY: {
+        at_req_t *r = pss->req;
+        if (!r || r->dispatched)
+            return 0;
+        if (r->body_len + len > (size_t)gw->cfg.http_max_body) {
+            r->body_too_big = 1;
+            return 0;
+        }
+        if (r->body_len + len + 1 > r->body_cap) {
+            size_t cap = r->body_cap ? r->body_cap : 4096;
+            while (cap < r->body_len + len + 1)
+                cap *= 2;
+            char *b = realloc(r->body, cap);
+            if (!b)
+                return -1;
+            r->body = b;
+            r->body_cap = cap;
+        }
+        memcpy(r->body + r->body_len, in, len);
+        r->body_len += len;
+        r->body[r->body_len] = '\0';
+        return 0;
+    }
+    case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+        if (pss->req && !pss->req->dispatched)
+            dispatch(pss->req);
+        return 0;
+    case LWS_CALLBACK_HTTP_WRITEABLE:
+        return write_response(wsi, pss);
+    case LWS_CALLBACK_CLOSED_HTTP:
+        if (pss && pss->req) {
+            at_req_t *r = pss->req;
+            pss->req = NULL;
+            if (r->answered)
+                req_free(r);
+            else
+                r->wsi = NULL; /* the pending handler frees it when it answers */
+        }
+        return 0;
+    default: break;
+    }
+    return lws_callback_http_dummy(wsi, reason, user, in, len);
+}
+
+const struct lws_protocols http_protocol = {
+    "http", callback_http, sizeof(pss_t), 0, 0, NULL, 0,
+};

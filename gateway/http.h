@@ -1,0 +1,63 @@
+/*
+ * HTTP requests on libwebsockets: one at_req_t per request, owned by the
+ * connection until a response is queued. A handler either answers before it
+ * returns or keeps the request and answers later (after a database or Redis
+ * callback); if the client goes away meanwhile the request is kept as an
+ * orphan and freed by that late answer. Every request is answered exactly
+ * once.
+ */
+#ifndef GATEWAY_HTTP_H
+#define GATEWAY_HTTP_H
+
+#include <jansson.h>
+#include <libwebsockets.h>
+#include <stddef.h>
+
+#include "gateway.h"
+
+typedef enum {
+    HTTP_GET = LWSHUMETH_GET,
+    HTTP_POST = LWSHUMETH_POST,
+    HTTP_OPTIONS = LWSHUMETH_OPTIONS,
+    HTTP_PUT = LWSHUMETH_PUT,
+    HTTP_PATCH = LWSHUMETH_PATCH,
+    HTTP_DELETE = LWSHUMETH_DELETE,
+    HTTP_HEAD = LWSHUMETH_HEAD,
+    HTTP_OTHER = 100,
+} http_method_t;
+
+#define HTTP_MAX_PARAMS 8
+
+typedef struct at_req at_req_t;
+
+extern const struct lws_protocols http_protocol;
+
+const char *http_method_name(int method);
+
+gateway_t *req_gw(const at_req_t *req);
+int req_method(const at_req_t *req);
+const char *req_path(const at_req_t *req);
+/* Decoded query parameter, or NULL. */
+const char *req_query(const at_req_t *req, const char *name);
+/* Request header by lower-case name (a fixed set is kept: authorization,
+ * x-api-key, content-type, if-match, origin, cookie, accept, x-request-id). */
+const char *req_header(const at_req_t *req, const char *name);
+const char *req_body(const at_req_t *req, size_t *len);
+/* Path parameter captured by the route ({name} segments, in order). */
+const char *req_param(const at_req_t *req, int idx);
+const char *req_id(const at_req_t *req);
+/* Parse the body as a JSON object; on failure answers 400/422 and returns NULL. */
+json_t *req_json_body(at_req_t *req);
+
+/* Answers. body is taken (malloc'd); content_type NULL means JSON. */
+void req_send(at_req_t *req, int status, const char *content_type, char *body, size_t len);
+void req_json(at_req_t *req, int status, json_t *body); /* body stolen */
+void req_error(at_req_t *req, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Extra response header ("name", "value"); call before answering. */
+void req_add_header(at_req_t *req, const char *name, const char *value);
+
+/* Route parameters, set by the router. */
+void req_set_params(at_req_t *req, const char *const *params, int n);
+
+#endif
