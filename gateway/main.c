@@ -129,8 +129,9 @@ int main(int argc, char **argv)
     info.keepalive_timeout = 60;
     info.max_http_header_data = 16384;
     info.max_http_header_pool = 1024;
+    info.options |= LWS_SERVER_OPTION_EXPLICIT_VHOSTS;
     gw->lws = lws_create_context(&info);
-    if (!gw->lws) {
+    if (!gw->lws || !lws_create_vhost(gw->lws, &info)) {
         at_error("event=listen_failed host=%s port=%lld error=\"lws_create_context failed (port "
                  "in use?)\"",
                  gw->cfg.http_host, (long long)gw->cfg.http_port);
@@ -157,6 +158,7 @@ int main(int argc, char **argv)
     at_heartbeat_stop(gw->hb);
     uv_run(gw->loop, UV_RUN_NOWAIT);
     lws_context_destroy(gw->lws);
+    replies_cancel(gw->replies);
     at_redis_free(gw->redis);
     at_redis_free(gw->sub);
     replies_free(gw->replies);

@@ -93,10 +93,8 @@ replies_t *replies_new(gateway_t *gw)
     return r;
 }
 
-void replies_free(replies_t *r)
+void replies_cancel(replies_t *r)
 {
-    if (!r)
-        return;
     at_redis_off_up(r->gw->sub, sub_up, r);
     for (int i = 0; i < NBUCKETS; i++) {
         while (r->buckets[i]) {
@@ -105,6 +103,10 @@ void replies_free(replies_t *r)
             finish(w, NULL, AT_ECLOSED);
         }
     }
+}
+
+void replies_free(replies_t *r)
+{
     free(r);
 }
 

@@ -18,6 +18,9 @@
 typedef void reply_cb(json_t *reply, at_err_t err, void *arg);
 
 replies_t *replies_new(gateway_t *gw);
+/* Shutdown in two steps: cancel (every waiter answered, no resubscribe)
+ * while the Redis clients live, free after they are gone. */
+void replies_cancel(replies_t *r);
 void replies_free(replies_t *r);
 /* Push job to the role's stream and wait up to timeout_ms for its reply.
  * job->reply_to is set here. On AT_OK the callback runs exactly once. */

@@ -87,7 +87,8 @@ static void conn_down(conn_t *c, const char *why)
          * that depend on it are idempotent and retried. */
         char msg[600];
         snprintf(msg, sizeof msg, "database connection lost: %s", why);
-        q->cb(NULL, msg, q->arg);
+        if (q->cb)
+            q->cb(NULL, msg, q->arg);
         query_free(q);
     }
     if (db->closing)
@@ -122,7 +123,10 @@ static void finish_query(conn_t *c)
             err = msg;
         }
     }
-    q->cb(res, err, q->arg);
+    if (q->cb)
+        q->cb(res, err, q->arg);
+    else if (err)
+        at_warn("event=db_query_failed error=\"%s\"", err); /* fire-and-forget query */
     if (res)
         PQclear(res);
     query_free(q);
@@ -286,7 +290,8 @@ void at_db_free(at_db_t *db)
     while (db->head) {
         query_t *q = db->head;
         db->head = q->next;
-        q->cb(NULL, "database pool shutting down", q->arg);
+        if (q->cb)
+            q->cb(NULL, "database pool shutting down", q->arg);
         query_free(q);
     }
     for (int i = 0; i < db->n; i++) {

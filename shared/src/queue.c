@@ -8,6 +8,7 @@
 
 #define READ_BLOCK_MS 1000 /* bounds how long a stop waits for the read */
 #define READ_BATCH_MAX 64
+#define CLAIM_BATCH_MAX 16
 
 const char *const at_queue_roles[] = {"session", "sync", "backup", NULL};
 
@@ -84,7 +85,6 @@ struct at_consumer {
     at_redis_t *cmd; /* everything else */
     int credit;        /* deliveries allowed, minus those reserved below */
     int read_reserved; /* credit held by the outstanding read */
-    int claim_reserved;
     int reading;
     int claiming;
     int stopped;
@@ -214,8 +214,6 @@ static void claim_done(at_redis_t *r, redisReply *reply, void *arg)
     if (!r)
         return;
     c->claiming = 0;
-    c->credit += c->claim_reserved;
-    c->claim_reserved = 0;
     /* [next-cursor, [entries], [deleted-ids]] */
     if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements < 2) {
         if (reply && reply->type == REDIS_REPLY_ERROR && strstr(reply->str, "NOGROUP"))
@@ -239,16 +237,20 @@ static void claim_done(at_redis_t *r, redisReply *reply, void *arg)
 static void claim_tick(void *arg)
 {
     at_consumer_t *c = arg;
-    if (c->stopped || c->claiming || c->credit <= 0 || !c->group_ready)
+    /* The blocking read holds the free slots while it waits; reclaim may use
+     * them too (whichever delivers first takes them), so a worker waiting
+     * for new jobs still takes over a dead one's. In-flight may exceed the
+     * concurrency by one claim batch for a moment. */
+    int count = c->credit + c->read_reserved;
+    if (count > CLAIM_BATCH_MAX)
+        count = CLAIM_BATCH_MAX;
+    if (c->stopped || c->claiming || count <= 0 || !c->group_ready)
         return;
     char idle[24];
-    int count = c->credit < READ_BATCH_MAX ? c->credit : READ_BATCH_MAX;
     snprintf(idle, sizeof idle, "%lld", (long long)c->claim_timeout_ms);
     if (at_redis_cmd(c->cmd, claim_done, c, "XAUTOCLAIM %s %s %s %s %s COUNT %d", c->stream,
                      c->group, c->name, idle, c->claim_cursor, count) == AT_OK) {
         c->claiming = 1;
-        c->claim_reserved = count;
-        c->credit -= count;
     }
 }
 

@@ -24,7 +24,8 @@ void at_db_free(at_db_t *db);
 /* Connections currently usable (idle or busy). */
 int at_db_connected(const at_db_t *db);
 
-/* Text parameters (NULL entries are SQL NULL); params are copied. */
+/* Text parameters (NULL entries are SQL NULL); params are copied. cb may be
+ * NULL for a fire-and-forget statement (failures are logged). */
 at_err_t at_db_query(at_db_t *db, const char *sql, int nparams, const char *const *params,
                      at_db_cb *cb, void *arg);
 /* With explicit lengths and formats (1 = binary) per parameter. */

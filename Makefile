@@ -1,0 +1,49 @@
+# Thin wrapper: the real work is in CMake and deploy/local/.
+#   make run    install deps, build Release, run the whole local stack (Ctrl-C stops)
+#   make test   install deps, build with ASan+UBSan, run unit + integration tests
+#   make bench  queue round-trip benchmark (prints figures; never fails on timing)
+RELEASE_DIR ?= build/release
+TEST_DIR    ?= build/asan
+JOBS        ?= $(shell nproc)
+PYTEST      ?= /usr/bin/python3 -m pytest
+
+.PHONY: all deps build build-test run test unit integration bench format lint clean
+
+all: build
+
+deps:
+	@deploy/local/install-deps
+
+build: deps
+	cmake -S . -B $(RELEASE_DIR) -DCMAKE_BUILD_TYPE=Release -DATELIER_TESTS=OFF >/dev/null
+	cmake --build $(RELEASE_DIR) -j$(JOBS)
+
+build-test: deps
+	cmake -S . -B $(TEST_DIR) -DCMAKE_BUILD_TYPE=Debug -DATELIER_SANITIZE=ON >/dev/null
+	cmake --build $(TEST_DIR) -j$(JOBS)
+
+run: build
+	ATELIER_BIN_DIR=$(abspath $(RELEASE_DIR)) deploy/local/atelier run
+
+test: build-test
+	$(MAKE) --no-print-directory unit integration
+
+unit:
+	cd $(TEST_DIR) && ctest --output-on-failure
+
+integration:
+	ATELIER_BIN_DIR=$(abspath $(TEST_DIR)) $(PYTEST) -q -p no:cacheprovider tests/integration
+
+bench: build
+	ATELIER_BIN_DIR=$(abspath $(RELEASE_DIR)) tests/bench/queue/run
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+lint:
+	cppcheck --quiet --enable=warning,performance,portability --error-exitcode=1 \
+	  --suppress=missingIncludeSystem -I shared/include shared gateway session-manager \
+	  sync-worker backup-worker
+
+clean:
+	rm -rf build
