@@ -24,7 +24,7 @@ struct at_req {
     struct lws *wsi; /* NULL once the client has gone (orphan) */
     gateway_t *gw;
     int method;
-    char path[MAX_PATH];
+    char *path;
     char id[20];
     int64_t start_us;
     char *query[MAX_QUERY_ARGS]; /* "name=value", decoded */
@@ -82,6 +82,7 @@ static void req_free(at_req_t *r)
     }
     free(r->body);
     free(r->resp);
+    free(r->path);
     free(r);
 }
 
@@ -169,16 +170,29 @@ void req_add_header(at_req_t *r, const char *name, const char *value)
     r->nextra++;
 }
 
+/* Counter per (method, status), found once and cached: the registry lookup
+ * formats labels and walks a list, too slow for every request. */
+static at_metric_t *requests_counter(int method, int status)
+{
+    static at_metric_t *cache[HTTP_HEAD + 2][600];
+    int m = method >= 0 && method <= HTTP_HEAD ? method : HTTP_HEAD + 1;
+    if (status < 100 || status >= 600)
+        status = 599;
+    if (!cache[m][status]) {
+        char labels[64];
+        snprintf(labels, sizeof labels, "method=\"%s\",status=\"%d\"", http_method_name(method),
+                 status);
+        cache[m][status] =
+            at_metrics_counter("atelier_http_requests_total", "HTTP requests answered", labels);
+    }
+    return cache[m][status];
+}
+
 static void access_log(at_req_t *r)
 {
     double ms = (double)(at_mono_us() - r->start_us) / 1000.0;
     at_metric_observe(m_requests_hist, ms);
-    char labels[64];
-    snprintf(labels, sizeof labels, "method=\"%s\",status=\"%d\"", http_method_name(r->method),
-             r->status);
-    at_metric_add(at_metrics_counter("atelier_http_requests_total", "HTTP requests answered",
-                                     labels),
-                  1);
+    at_metric_add(requests_counter(r->method, r->status), 1);
     if (r->gw->cfg.access_log)
         at_info("req=%s method=%s path=%s status=%d ms=%.2f", r->id, http_method_name(r->method),
                 r->path, r->status, ms);
@@ -230,7 +244,7 @@ void req_error(at_req_t *r, int status, const char *fmt, ...)
  * holds them (they are gone once the transaction ends). */
 static void capture(at_req_t *r, struct lws *wsi, const char *uri)
 {
-    at_strlcpy(r->path, uri ? uri : "/", sizeof r->path);
+    r->path = strndup(uri ? uri : "/", MAX_PATH);
     char buf[8192];
     for (int i = 0; i < MAX_QUERY_ARGS; i++) {
         int n = lws_hdr_copy_fragment(wsi, buf, sizeof buf, WSI_TOKEN_HTTP_URI_ARGS, i);
