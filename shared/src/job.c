@@ -96,8 +96,11 @@ static json_t *obj_to_json(const msgpack_object *o, int depth)
     case MSGPACK_OBJECT_NEGATIVE_INTEGER: return json_integer(o->via.i64);
     case MSGPACK_OBJECT_FLOAT32:
     case MSGPACK_OBJECT_FLOAT64: return json_real(o->via.f64);
-    case MSGPACK_OBJECT_STR: return json_stringn(o->via.str.ptr, o->via.str.size);
-    case MSGPACK_OBJECT_BIN: return json_stringn(o->via.bin.ptr, o->via.bin.size);
+    /* msgpack-c may leave ptr NULL for a zero-length str/bin; jansson refuses NULL */
+    case MSGPACK_OBJECT_STR:
+        return json_stringn(o->via.str.size ? o->via.str.ptr : "", o->via.str.size);
+    case MSGPACK_OBJECT_BIN:
+        return json_stringn(o->via.bin.size ? o->via.bin.ptr : "", o->via.bin.size);
     case MSGPACK_OBJECT_ARRAY: {
         json_t *a = json_array();
         for (uint32_t i = 0; a && i < o->via.array.size; i++) {
@@ -118,11 +121,11 @@ static json_t *obj_to_json(const msgpack_object *o, int depth)
                 return NULL;
             }
             char key[1025];
-            memcpy(key, kv->key.via.str.ptr, kv->key.via.str.size);
+            if (kv->key.via.str.size)
+                memcpy(key, kv->key.via.str.ptr, kv->key.via.str.size);
             key[kv->key.via.str.size] = '\0';
             json_t *e = obj_to_json(&kv->val, depth + 1);
-            if (!e || json_object_set_new(m, key, e) != 0) {
-                json_decref(e);
+            if (!e || json_object_set_new(m, key, e) != 0) { /* set_new took e */
                 json_decref(m);
                 return NULL;
             }
@@ -133,8 +136,91 @@ static json_t *obj_to_json(const msgpack_object *o, int depth)
     }
 }
 
+/* Header of one msgpack value: how many values it contains (containers) and
+ * how many payload bytes follow the header. -1 for a byte msgpack never uses. */
+static int mp_header(const unsigned char *p, size_t avail, size_t *hdr, uint64_t *children,
+                     uint64_t *payload)
+{
+    unsigned b = p[0];
+    size_t width = 0; /* bytes of the big-endian length after the type byte */
+    uint64_t fixed = 0;
+    int container = 0; /* 1 array, 2 map */
+    *children = 0;
+    if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3)
+        fixed = 0;
+    else if ((b & 0xf0) == 0x80)
+        *children = 2 * (uint64_t)(b & 0x0f);
+    else if ((b & 0xf0) == 0x90)
+        *children = b & 0x0f;
+    else if ((b & 0xe0) == 0xa0)
+        fixed = b & 0x1f;
+    else if (b == 0xcc || b == 0xd0)
+        fixed = 1;
+    else if (b == 0xcd || b == 0xd1 || b == 0xd4)
+        fixed = 2;
+    else if (b == 0xd5)
+        fixed = 3;
+    else if (b == 0xca || b == 0xce || b == 0xd2)
+        fixed = 4;
+    else if (b == 0xd6)
+        fixed = 5;
+    else if (b == 0xcb || b == 0xcf || b == 0xd3)
+        fixed = 8;
+    else if (b == 0xd7)
+        fixed = 9;
+    else if (b == 0xd8)
+        fixed = 17;
+    else if (b == 0xc4 || b == 0xd9 || b == 0xc7)
+        width = 1, fixed = b == 0xc7;
+    else if (b == 0xc5 || b == 0xda || b == 0xc8)
+        width = 2, fixed = b == 0xc8;
+    else if (b == 0xc6 || b == 0xdb || b == 0xc9)
+        width = 4, fixed = b == 0xc9;
+    else if (b == 0xdc || b == 0xdd)
+        width = b == 0xdc ? 2 : 4, container = 1;
+    else if (b == 0xde || b == 0xdf)
+        width = b == 0xde ? 2 : 4, container = 2;
+    else
+        return -1;
+    if (avail < 1 + width)
+        return -1;
+    uint64_t n = 0;
+    for (size_t i = 0; i < width; i++)
+        n = n << 8 | p[1 + i];
+    *hdr = 1 + width;
+    *payload = fixed + (container ? 0 : n);
+    if (container)
+        *children = container == 2 ? 2 * n : n;
+    return 0;
+}
+
+/* Walk the encoding without allocating. Every value a container promises
+ * takes at least one byte, so a count larger than the bytes left is a lie;
+ * msgpack_unpack_next would first allocate count * sizeof(msgpack_object). */
+static int counts_plausible(const unsigned char *p, size_t len)
+{
+    size_t pos = 0;
+    uint64_t need = 1; /* values still to read */
+    while (need > 0) {
+        size_t hdr;
+        uint64_t children, payload;
+        if (pos >= len || mp_header(p + pos, len - pos, &hdr, &children, &payload) != 0)
+            return 0;
+        pos += hdr;
+        if (payload > len - pos)
+            return 0;
+        pos += (size_t)payload;
+        need = need - 1 + children;
+        if (need > len - pos)
+            return 0;
+    }
+    return 1;
+}
+
 json_t *at_msgpack_to_json(const unsigned char *buf, size_t len)
 {
+    if (!counts_plausible(buf, len))
+        return NULL;
     if (len > AT_JOB_MAX_ENCODED)
         return NULL;
     msgpack_unpacked up;
@@ -290,6 +376,10 @@ at_err_t at_job_decode(const unsigned char *buf, size_t len, at_job_t *job, char
     size_t off = 0;
     at_err_t err = AT_EINVAL;
     const char *why = NULL;
+    if (!counts_plausible(buf, len)) {
+        why = "truncated or malformed msgpack";
+        goto out;
+    }
     int ret = msgpack_unpack_next(&up, (const char *)buf, len, &off);
     if (ret != MSGPACK_UNPACK_SUCCESS) {
         why = ret == MSGPACK_UNPACK_CONTINUE ? "truncated msgpack" : "malformed msgpack";

@@ -8,7 +8,6 @@
 
 #define READ_BLOCK_MS 1000 /* bounds how long a stop waits for the read */
 #define READ_BATCH_MAX 64
-#define CLAIM_BATCH_MAX 16
 
 const char *const at_queue_roles[] = {"session", "sync", "backup", NULL};
 
@@ -85,16 +84,19 @@ struct at_consumer {
     at_redis_t *cmd; /* everything else */
     int credit;        /* deliveries allowed, minus those reserved below */
     int read_reserved; /* credit held by the outstanding read */
+    int claim_reserved;
     int reading;
     int claiming;
     int stopped;
     int group_ready;
+    int claim_due; /* the claim timer fired while the credit was held by a read */
     char claim_cursor[AT_STREAM_ID_MAX];
     at_io_timer_t *claim_timer;
     at_io_timer_t *kick; /* re-issues a read after an error, with a delay */
 };
 
 static void issue_read(at_consumer_t *c);
+static void try_claim(at_consumer_t *c);
 
 static void kick_cb(void *arg)
 {
@@ -186,6 +188,7 @@ static void read_done(at_redis_t *r, redisReply *reply, void *arg)
                 deliver(c, st->element[1], 0);
         }
     }
+    try_claim(c);
     issue_read(c);
 }
 
@@ -214,6 +217,8 @@ static void claim_done(at_redis_t *r, redisReply *reply, void *arg)
     if (!r)
         return;
     c->claiming = 0;
+    c->credit += c->claim_reserved;
+    c->claim_reserved = 0;
     /* [next-cursor, [entries], [deleted-ids]] */
     if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements < 2) {
         if (reply && reply->type == REDIS_REPLY_ERROR && strstr(reply->str, "NOGROUP"))
@@ -221,6 +226,7 @@ static void claim_done(at_redis_t *r, redisReply *reply, void *arg)
         else
             at_warn("event=queue_reclaim_failed stream=%s error=\"%s\"", c->stream,
                     at_redis_reply_error(reply));
+        at_io_timer_start(c->kick, 200, 0); /* the read waited for this claim */
         return;
     }
     if (reply->element[0]->type == REDIS_REPLY_STRING)
@@ -232,25 +238,29 @@ static void claim_done(at_redis_t *r, redisReply *reply, void *arg)
     int n = deliver(c, reply->element[1], 1);
     if (n > 0)
         at_info("event=jobs_reclaimed stream=%s count=%d", c->stream, n);
+    issue_read(c);
 }
 
 static void claim_tick(void *arg)
 {
     at_consumer_t *c = arg;
-    /* The blocking read holds the free slots while it waits; reclaim may use
-     * them too (whichever delivers first takes them), so a worker waiting
-     * for new jobs still takes over a dead one's. In-flight may exceed the
-     * concurrency by one claim batch for a moment. */
-    int count = c->credit + c->read_reserved;
-    if (count > CLAIM_BATCH_MAX)
-        count = CLAIM_BATCH_MAX;
-    if (c->stopped || c->claiming || count <= 0 || !c->group_ready)
+    c->claim_due = 1;
+    try_claim(c);
+}
+
+static void try_claim(at_consumer_t *c)
+{
+    if (!c->claim_due || c->stopped || c->claiming || c->credit <= 0 || !c->group_ready)
         return;
     char idle[24];
+    int count = c->credit < READ_BATCH_MAX ? c->credit : READ_BATCH_MAX;
     snprintf(idle, sizeof idle, "%lld", (long long)c->claim_timeout_ms);
     if (at_redis_cmd(c->cmd, claim_done, c, "XAUTOCLAIM %s %s %s %s %s COUNT %d", c->stream,
                      c->group, c->name, idle, c->claim_cursor, count) == AT_OK) {
+        c->claim_due = 0;
         c->claiming = 1;
+        c->claim_reserved = count;
+        c->credit -= count;
     }
 }
 

@@ -122,7 +122,8 @@ static void on_entry(at_consumer_t *c, const char *id, const unsigned char *payl
     delivery_t *d = &s->got[s->n++];
     snprintf(d->id, sizeof d->id, "%s", id);
     d->payload = malloc(len ? len : 1);
-    memcpy(d->payload, payload, len);
+    if (len) /* an entry trimmed while pending comes with no payload */
+        memcpy(d->payload, payload, len);
     d->len = len;
     d->reclaimed = reclaimed;
     d->at_us = at_mono_us();
