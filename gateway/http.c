@@ -15,8 +15,8 @@
 #define MAX_EXTRA_HEADERS 12
 #define WRITE_CHUNK 65536
 
-static const char *const kept_headers[] = {"authorization", "x-api-key", "content-type",
-                                           "if-match",      "origin",    "cookie",
+static const char *const kept_headers[] = {"authorization", "x-api-key",   "content-type",
+                                           "if-match",      "origin",      "cookie",
                                            "accept",        "x-request-id"};
 #define N_KEPT (sizeof kept_headers / sizeof kept_headers[0])
 
@@ -57,14 +57,22 @@ static at_metric_t *m_requests_hist;
 const char *http_method_name(int m)
 {
     switch (m) {
-    case HTTP_GET: return "GET";
-    case HTTP_POST: return "POST";
-    case HTTP_OPTIONS: return "OPTIONS";
-    case HTTP_PUT: return "PUT";
-    case HTTP_PATCH: return "PATCH";
-    case HTTP_DELETE: return "DELETE";
-    case HTTP_HEAD: return "HEAD";
-    default: return "OTHER";
+    case HTTP_GET:
+        return "GET";
+    case HTTP_POST:
+        return "POST";
+    case HTTP_OPTIONS:
+        return "OPTIONS";
+    case HTTP_PUT:
+        return "PUT";
+    case HTTP_PATCH:
+        return "PATCH";
+    case HTTP_DELETE:
+        return "DELETE";
+    case HTTP_HEAD:
+        return "HEAD";
+    default:
+        return "OTHER";
     }
 }
 
@@ -390,8 +398,8 @@ static int callback_http(struct lws *wsi, enum lws_callback_reasons reason, void
         pss->req = r;
         capture(r, wsi, (const char *)in);
         if (!m_requests_hist)
-            m_requests_hist = at_metrics_histogram(
-                "atelier_http_request_duration_ms", "Time to answer an HTTP request, ms", NULL);
+            m_requests_hist = at_metrics_histogram("atelier_http_request_duration_ms",
+                                                   "Time to answer an HTTP request, ms", NULL);
         if (has_body(wsi)) {
             char cl[32] = "";
             if (lws_hdr_copy(wsi, cl, sizeof cl, WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0 &&
@@ -449,7 +457,8 @@ static int callback_http(struct lws *wsi, enum lws_callback_reasons reason, void
                 r->wsi = NULL; /* the pending handler frees it when it answers */
         }
         return 0;
-    default: break;
+    default:
+        break;
     }
     return lws_callback_http_dummy(wsi, reason, user, in, len);
 }

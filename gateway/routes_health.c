@@ -78,7 +78,7 @@ static void health_step_done(health_t *h)
         if (!json_is_true(json_object_get(v, "ok")))
             probes_ok = 0;
     }
-    const char *status = !pg_ok || !redis_ok ? "unhealthy"
+    const char *status = !pg_ok || !redis_ok      ? "unhealthy"
                          : all_roles && probes_ok ? "healthy"
                                                   : "degraded";
     json_object_set_new(h->out, "status", json_string(status));
@@ -172,8 +172,8 @@ static void index_done(at_redis_t *r, redisReply *reply, void *arg)
                 argv[i + 1] = keys[i];
             }
             timed_t *t2 = timed_new(h, "instances");
-            if (at_redis_argv(h->req ? req_gw(h->req)->redis : NULL, instances_done, t2,
-                              (int)n + 1, argv, NULL) != AT_OK) {
+            if (at_redis_argv(h->req ? req_gw(h->req)->redis : NULL, instances_done, t2, (int)n + 1,
+                              argv, NULL) != AT_OK) {
                 free(t2);
                 h->pending--;
             }
@@ -232,8 +232,8 @@ static void probe_done(json_t *reply, at_err_t err, void *arg)
     if (reply)
         json_object_set(p, "instance", json_object_get(reply, "instance"));
     else
-        json_object_set_new(p, "error", json_string(err == AT_ETIMEOUT ? "no reply in time"
-                                                                       : at_strerror(err)));
+        json_object_set_new(
+            p, "error", json_string(err == AT_ETIMEOUT ? "no reply in time" : at_strerror(err)));
     json_object_set_new(t->h->probe, t->name, p);
     health_step_done(t->h);
     free(t);
@@ -299,8 +299,8 @@ void route_health_detailed(at_req_t *req)
             if (at_job_init(&job, "ping", NULL, NULL, NULL) != AT_OK)
                 continue;
             timed_t *pt = timed_new(h, role_procs[i]);
-            at_err_t err = replies_send(gw->replies, queue_roles[i], &job, PROBE_TIMEOUT_MS,
-                                        probe_done, pt);
+            at_err_t err =
+                replies_send(gw->replies, queue_roles[i], &job, PROBE_TIMEOUT_MS, probe_done, pt);
             at_job_clear(&job);
             if (err != AT_OK)
                 probe_done(NULL, err, pt);
@@ -351,8 +351,8 @@ void route_health_probe(at_req_t *req)
     p->req = req;
     p->t0 = at_mono_us();
     p->role = role;
-    at_err_t err = replies_send(req_gw(req)->replies, role, &job, PROBE_TIMEOUT_MS,
-                                single_probe_done, p);
+    at_err_t err =
+        replies_send(req_gw(req)->replies, role, &job, PROBE_TIMEOUT_MS, single_probe_done, p);
     at_job_clear(&job);
     if (err != AT_OK)
         single_probe_done(NULL, err, p);

@@ -12,8 +12,8 @@
 
 #define JOB_COLUMNS                                                                                \
     "id::text, kind, role, session, state, attempts, owner, args::text, result::text, error, "     \
-    "to_char(enqueued_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), "              \
-    "to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), "               \
+    "to_char(enqueued_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), "               \
+    "to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), "                \
     "to_char(finished_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
 
 static json_t *col_json(PGresult *res, int c)
@@ -42,10 +42,9 @@ static void job_row_done(PGresult *res, const char *err, void *arg)
         return;
     }
     json_t *j = json_object();
-    static const char *const names[] = {"id",    "kind",   "role",        "session",
-                                        "state", "attempts", "owner",     "args",
-                                        "result", "error", "enqueued_at", "started_at",
-                                        "finished_at"};
+    static const char *const names[] = {
+        "id",   "kind",   "role",  "session",     "state",      "attempts",   "owner",
+        "args", "result", "error", "enqueued_at", "started_at", "finished_at"};
     for (int c = 0; c < 13; c++) {
         json_t *v;
         if (c == 5)
@@ -110,13 +109,15 @@ static void pushed(at_err_t err, const char *entry_or_error, void *arg)
     if (err != AT_OK) {
         at_error("event=job_push_failed job=%s error=\"%s\"", c->job.id, entry_or_error);
         const char *p[] = {c->job.id, entry_or_error};
-        at_db_query(req_gw(c->req)->db,
-                    "UPDATE jobs SET state = 'dead', error = 'enqueue failed: ' || $2 WHERE id = $1",
-                    2, p, NULL, NULL);
+        at_db_query(
+            req_gw(c->req)->db,
+            "UPDATE jobs SET state = 'dead', error = 'enqueue failed: ' || $2 WHERE id = $1", 2, p,
+            NULL, NULL);
         req_error(c->req, 503, "Queue unavailable");
     } else {
-        req_json(c->req, 202, json_pack("{s:s, s:s, s:s}", "id", c->job.id, "status", "queued",
-                                        "stream_id", entry_or_error));
+        req_json(c->req, 202,
+                 json_pack("{s:s, s:s, s:s}", "id", c->job.id, "status", "queued", "stream_id",
+                           entry_or_error));
     }
     create_free(c);
 }

@@ -100,8 +100,8 @@ static at_err_t read_file(const char *path, file_vals_t *fv, char *errbuf, size_
         *eq = '\0';
         char *key = trim(s), *val = trim(eq + 1);
         size_t vn = strlen(val);
-        if (vn >= 2 && ((val[0] == '"' && val[vn - 1] == '"') ||
-                        (val[0] == '\'' && val[vn - 1] == '\''))) {
+        if (vn >= 2 &&
+            ((val[0] == '"' && val[vn - 1] == '"') || (val[0] == '\'' && val[vn - 1] == '\''))) {
             val[vn - 1] = '\0';
             val++;
         }
@@ -242,8 +242,8 @@ static at_err_t derive(at_config_t *cfg, char *errbuf, size_t errlen)
         unsigned char r[3];
         at_random_bytes(r, sizeof r);
         free(cfg->instance);
-        if (asprintf(&cfg->instance, "%s-%d-%02x%02x%02x", host, (int)getpid(), r[0], r[1],
-                     r[2]) < 0)
+        if (asprintf(&cfg->instance, "%s-%d-%02x%02x%02x", host, (int)getpid(), r[0], r[1], r[2]) <
+            0)
             return AT_ENOMEM;
     } else {
         for (const char *p = cfg->instance; *p; p++) {
@@ -265,8 +265,8 @@ at_err_t at_config_load_from(at_config_t *cfg, const char *(*lookup)(const char 
     at_err_t err = AT_OK;
 
     for (size_t i = 0; i < N_SETTINGS && err == AT_OK; i++)
-        err = parse_value(&g_settings[i], g_settings[i].env, g_settings[i].def, cfg, errbuf,
-                          errlen);
+        err =
+            parse_value(&g_settings[i], g_settings[i].env, g_settings[i].def, cfg, errbuf, errlen);
 
     const char *file = lookup("ATELIER_CONFIG", arg);
     if (err == AT_OK && file && *file)

@@ -138,8 +138,12 @@ static void on_io(int fd, int events, void *arg)
     conn_t *c = arg;
     if (c->state == CONN_CONNECTING) {
         switch (PQconnectPoll(c->pg)) {
-        case PGRES_POLLING_READING: at_io_watch_set(c->watch, AT_IO_READ); return;
-        case PGRES_POLLING_WRITING: at_io_watch_set(c->watch, AT_IO_WRITE); return;
+        case PGRES_POLLING_READING:
+            at_io_watch_set(c->watch, AT_IO_READ);
+            return;
+        case PGRES_POLLING_WRITING:
+            at_io_watch_set(c->watch, AT_IO_WRITE);
+            return;
         case PGRES_POLLING_OK:
             if (PQsetnonblocking(c->pg, 1) != 0) {
                 conn_down(c, "cannot set non-blocking");
@@ -333,7 +337,8 @@ at_err_t at_db_query_bin(at_db_t *db, const char *sql, int nparams, const char *
             q->formats = calloc((size_t)nparams, sizeof *q->formats);
         }
     }
-    if (!q->sql || (nparams > 0 && !q->params) || ((lengths || formats) && (!q->lengths || !q->formats))) {
+    if (!q->sql || (nparams > 0 && !q->params) ||
+        ((lengths || formats) && (!q->lengths || !q->formats))) {
         query_free(q);
         return AT_ENOMEM;
     }

@@ -33,10 +33,10 @@ static void beat(void *arg)
     at_heartbeat_t *hb = arg;
     if (!at_redis_connected(hb->r))
         return;
-    json_t *rec = json_pack("{s:s, s:s, s:i, s:s, s:I, s:I}", "role", hb->role, "instance",
-                            hb->instance, "pid", (int)getpid(), "version", ATELIER_VERSION,
-                            "started_at", (json_int_t)hb->started_at, "beat_at",
-                            (json_int_t)at_wall_ms());
+    json_t *rec =
+        json_pack("{s:s, s:s, s:i, s:s, s:I, s:I}", "role", hb->role, "instance", hb->instance,
+                  "pid", (int)getpid(), "version", ATELIER_VERSION, "started_at",
+                  (json_int_t)hb->started_at, "beat_at", (json_int_t)at_wall_ms());
     if (!rec)
         return;
     if (hb->fill)

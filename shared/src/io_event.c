@@ -52,7 +52,8 @@ static void ev_timer_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
     at_io_timer_t *t = arg;
     if (t->repeat_ms) {
-        struct timeval tv = {(time_t)(t->repeat_ms / 1000), (suseconds_t)(t->repeat_ms % 1000) * 1000};
+        struct timeval tv = {(time_t)(t->repeat_ms / 1000),
+                             (suseconds_t)(t->repeat_ms % 1000) * 1000};
         evtimer_add((struct event *)t->impl, &tv);
     }
     t->cb(t->arg);
@@ -86,7 +87,7 @@ static int ev_attach_redis(at_io_t *io, struct redisAsyncContext *ac)
 }
 
 static const at_io_ops_t ev_ops = {
-    ev_watch_new, ev_watch_set, ev_watch_free, ev_timer_new,
+    ev_watch_new,   ev_watch_set,  ev_watch_free, ev_timer_new,
     ev_timer_start, ev_timer_stop, ev_timer_free, ev_attach_redis,
 };
 

@@ -35,7 +35,8 @@ static void uv_watch_set(at_io_watch_t *w, int events)
         uv_poll_stop(h);
         return;
     }
-    int what = ((events & AT_IO_READ) ? UV_READABLE : 0) | ((events & AT_IO_WRITE) ? UV_WRITABLE : 0);
+    int what =
+        ((events & AT_IO_READ) ? UV_READABLE : 0) | ((events & AT_IO_WRITE) ? UV_WRITABLE : 0);
     uv_poll_start(h, what, uv_fd_cb);
 }
 
@@ -93,7 +94,7 @@ static int uv_attach_redis(at_io_t *io, struct redisAsyncContext *ac)
 }
 
 static const at_io_ops_t uv_ops = {
-    uv_watch_new, uv_watch_set, uv_watch_free, uv_timer_new_,
+    uv_watch_new,    uv_watch_set,   uv_watch_free,  uv_timer_new_,
     uv_timer_start_, uv_timer_stop_, uv_timer_free_, uv_attach_redis,
 };
 

@@ -87,15 +87,19 @@ static json_t *obj_to_json(const msgpack_object *o, int depth)
     if (depth > AT_JOB_MAX_DEPTH)
         return NULL;
     switch (o->type) {
-    case MSGPACK_OBJECT_NIL: return json_null();
-    case MSGPACK_OBJECT_BOOLEAN: return json_boolean(o->via.boolean);
+    case MSGPACK_OBJECT_NIL:
+        return json_null();
+    case MSGPACK_OBJECT_BOOLEAN:
+        return json_boolean(o->via.boolean);
     case MSGPACK_OBJECT_POSITIVE_INTEGER:
         if (o->via.u64 > INT64_MAX)
             return NULL;
         return json_integer((json_int_t)o->via.u64);
-    case MSGPACK_OBJECT_NEGATIVE_INTEGER: return json_integer(o->via.i64);
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER:
+        return json_integer(o->via.i64);
     case MSGPACK_OBJECT_FLOAT32:
-    case MSGPACK_OBJECT_FLOAT64: return json_real(o->via.f64);
+    case MSGPACK_OBJECT_FLOAT64:
+        return json_real(o->via.f64);
     /* msgpack-c may leave ptr NULL for a zero-length str/bin; jansson refuses NULL */
     case MSGPACK_OBJECT_STR:
         return json_stringn(o->via.str.size ? o->via.str.ptr : "", o->via.str.size);
@@ -132,7 +136,8 @@ static json_t *obj_to_json(const msgpack_object *o, int depth)
         }
         return m;
     }
-    default: return NULL;
+    default:
+        return NULL;
     }
 }
 

@@ -7,7 +7,8 @@
 
 enum { M_COUNTER, M_GAUGE, M_HISTOGRAM };
 
-static const double g_buckets[] = {0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000};
+static const double g_buckets[] = {0.1, 0.25, 0.5, 1,   2.5,  5,    10,   25,
+                                   50,  100,  250, 500, 1000, 2500, 5000, 10000};
 #define N_BUCKETS (sizeof g_buckets / sizeof g_buckets[0])
 
 struct at_metric {

@@ -80,8 +80,8 @@ struct at_consumer {
     int64_t maxlen;
     at_consumer_cb *cb;
     void *arg;
-    at_redis_t *rd;  /* blocking XREADGROUP only */
-    at_redis_t *cmd; /* everything else */
+    at_redis_t *rd;    /* blocking XREADGROUP only */
+    at_redis_t *cmd;   /* everything else */
     int credit;        /* deliveries allowed, minus those reserved below */
     int read_reserved; /* credit held by the outstanding read */
     int claim_reserved;
@@ -206,8 +206,7 @@ static void issue_read(at_consumer_t *c)
         c->reading = 1;
         c->read_reserved = count;
         c->credit -= count;
-    }
-    else
+    } else
         at_io_timer_start(c->kick, 200, 0);
 }
 

@@ -224,65 +224,70 @@ static void trampoline(redisAsyncContext *ac, void *reply, void *privdata)
         free(c);
 }
 
-at_err_t at_redis_subscribe(at_redis_t *r, const char *channel, at_redis_cb *cb, void *arg)
+/* A call record for one command; NULL when the link is down (err says why). */
+static call_t *call_new(at_redis_t *r, at_redis_cb *cb, void *arg, int persistent,
+                        at_err_t *err)
 {
-    if (!r->up || !r->ac)
-        return AT_ECLOSED;
+    if (!r->up || !r->ac) {
+        *err = AT_ECLOSED;
+        return NULL;
+    }
     call_t *c = calloc(1, sizeof *c);
-    if (!c)
-        return AT_ENOMEM;
+    if (!c) {
+        *err = AT_ENOMEM;
+        return NULL;
+    }
     c->r = r;
     c->cb = cb;
     c->arg = arg;
-    c->persistent = 1;
-    if (redisAsyncCommand(r->ac, trampoline, c, "SUBSCRIBE %s", channel) != REDIS_OK) {
+    c->persistent = persistent;
+    return c;
+}
+
+/* rc is hiredis' answer to queueing the command that owns c. */
+static at_err_t call_queued(call_t *c, int rc)
+{
+    if (rc != REDIS_OK) {
         free(c);
         return AT_EREDIS;
     }
-    c->next = r->subs;
-    r->subs = c;
+    if (c->persistent) {
+        c->next = c->r->subs;
+        c->r->subs = c;
+    }
     return AT_OK;
+}
+
+at_err_t at_redis_subscribe(at_redis_t *r, const char *channel, at_redis_cb *cb, void *arg)
+{
+    at_err_t err;
+    call_t *c = call_new(r, cb, arg, 1, &err);
+    if (!c)
+        return err;
+    return call_queued(c, redisAsyncCommand(r->ac, trampoline, c, "SUBSCRIBE %s", channel));
 }
 
 at_err_t at_redis_argv(at_redis_t *r, at_redis_cb *cb, void *arg, int argc, const char **argv,
                        const size_t *argvlen)
 {
-    if (!r->up || !r->ac)
-        return AT_ECLOSED;
-    call_t *c = malloc(sizeof *c);
+    at_err_t err;
+    call_t *c = call_new(r, cb, arg, 0, &err);
     if (!c)
-        return AT_ENOMEM;
-    c->r = r;
-    c->cb = cb;
-    c->arg = arg;
-    c->persistent = 0;
-    if (redisAsyncCommandArgv(r->ac, trampoline, c, argc, argv, argvlen) != REDIS_OK) {
-        free(c);
-        return AT_EREDIS;
-    }
-    return AT_OK;
+        return err;
+    return call_queued(c, redisAsyncCommandArgv(r->ac, trampoline, c, argc, argv, argvlen));
 }
 
 at_err_t at_redis_cmd(at_redis_t *r, at_redis_cb *cb, void *arg, const char *fmt, ...)
 {
-    if (!r->up || !r->ac)
-        return AT_ECLOSED;
-    call_t *c = malloc(sizeof *c);
+    at_err_t err;
+    call_t *c = call_new(r, cb, arg, 0, &err);
     if (!c)
-        return AT_ENOMEM;
-    c->r = r;
-    c->cb = cb;
-    c->arg = arg;
-    c->persistent = 0;
+        return err;
     va_list ap;
     va_start(ap, fmt);
     int rc = redisvAsyncCommand(r->ac, trampoline, c, fmt, ap);
     va_end(ap);
-    if (rc != REDIS_OK) {
-        free(c);
-        return AT_EREDIS;
-    }
-    return AT_OK;
+    return call_queued(c, rc);
 }
 
 const char *at_redis_reply_error(const redisReply *reply)

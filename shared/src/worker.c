@@ -104,9 +104,8 @@ static void count_outcome(at_job_ctx_t *c, const char *outcome)
 {
     char labels[160];
     snprintf(labels, sizeof labels, "kind=\"%s\",outcome=\"%s\"", c->job.kind, outcome);
-    at_metric_add(at_metrics_counter("atelier_jobs_total", "Jobs finished, by kind and outcome",
-                                     labels),
-                  1);
+    at_metric_add(
+        at_metrics_counter("atelier_jobs_total", "Jobs finished, by kind and outcome", labels), 1);
     if (c->started_us) {
         snprintf(labels, sizeof labels, "kind=\"%s\"", c->job.kind);
         at_metric_observe(at_metrics_histogram("atelier_job_duration_ms",
@@ -344,7 +343,9 @@ static void start_row_done(PGresult *res, const char *err, void *arg)
     c->attempt = atoi(PQgetvalue(res, 0, 1));
     if (!strcmp(state, "done")) {
         /* Effect already durable (a previous owner died before its ack). */
-        json_t *result = PQgetisnull(res, 0, 2) ? NULL : json_loads(PQgetvalue(res, 0, 2), JSON_DECODE_ANY, NULL);
+        json_t *result = PQgetisnull(res, 0, 2)
+                             ? NULL
+                             : json_loads(PQgetvalue(res, 0, 2), JSON_DECODE_ANY, NULL);
         at_info("event=job_already_done job=%s kind=%s", c->job.id, c->job.kind);
         finish_ok(c, result);
         return;
@@ -415,8 +416,8 @@ static void on_entry(at_consumer_t *cons, const char *entry_id, const unsigned c
     json_decref(args);
     char enq[32];
     snprintf(enq, sizeof enq, "%lld", (long long)c->job.enqueued_at);
-    const char *p[] = {c->job.id,   c->job.kind,      w->def->role, c->job.session,
-                       w->cfg.instance, args_text, enq};
+    const char *p[] = {c->job.id,       c->job.kind, w->def->role, c->job.session,
+                       w->cfg.instance, args_text,   enq};
     at_err_t err = at_db_query(
         w->db,
         "INSERT INTO jobs (id, kind, role, session, state, attempts, owner, args, enqueued_at, "
@@ -574,8 +575,10 @@ int at_worker_main(const at_worker_def_t *def, int argc, char **argv)
             printf("%s %s\n", def->proc, ATELIER_VERSION);
             return 0;
         }
-        fprintf(stderr, "usage: %s [--version]  (configured by environment: see "
-                        "docs/configuration.md)\n", def->proc);
+        fprintf(stderr,
+                "usage: %s [--version]  (configured by environment: see "
+                "docs/configuration.md)\n",
+                def->proc);
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
@@ -605,8 +608,8 @@ int at_worker_main(const at_worker_def_t *def, int argc, char **argv)
 
     w->base = event_base_new();
     w->io = at_io_event_new(w->base);
-    w->db = at_db_new(w->io, w->cfg.database_url, (int)w->cfg.db_pool_size,
-                      (int)w->cfg.db_queue_max);
+    w->db =
+        at_db_new(w->io, w->cfg.database_url, (int)w->cfg.db_pool_size, (int)w->cfg.db_queue_max);
     w->ctl = at_redis_new(w->io, w->cfg.redis_url, "ctl");
     w->drain_timer = at_io_timer_new(w->io, drain_tick, w);
     w->touch_timer = at_io_timer_new(w->io, touch_tick, w);

@@ -85,9 +85,15 @@ void pack_envelope(mp_t *m, const field_t *f)
             continue;
         mp_str(m, key);
         switch (f->how) {
-        case V_STR: mp_str(m, f->s); break;
-        case V_INT: msgpack_pack_int64(&m->pk, f->i); break;
-        case V_NIL: msgpack_pack_nil(&m->pk); break;
+        case V_STR:
+            mp_str(m, f->s);
+            break;
+        case V_INT:
+            msgpack_pack_int64(&m->pk, f->i);
+            break;
+        case V_NIL:
+            msgpack_pack_nil(&m->pk);
+            break;
         case V_ARRAY:
             msgpack_pack_array(&m->pk, 1);
             msgpack_pack_int(&m->pk, 1);
@@ -96,7 +102,8 @@ void pack_envelope(mp_t *m, const field_t *f)
             msgpack_pack_str(&m->pk, (size_t)f->i);
             msgpack_pack_str_body(&m->pk, f->s, (size_t)f->i);
             break;
-        case V_LATER: break; /* the caller packs args, the last field */
+        case V_LATER:
+            break; /* the caller packs args, the last field */
         }
     }
 }

@@ -12,7 +12,7 @@
 
 #define UUID "3f2a9c4e-1b2d-4c5e-8f90-a1b2c3d4e5f6"
 
-extern char g_err[256];           /* message of the last decode() */
+extern char g_err[256];               /* message of the last decode() */
 extern const char *const g_args_json; /* args exercising every JSON type */
 
 typedef struct mp {

@@ -193,9 +193,14 @@ int teardown(void **state)
 
 at_consumer_t *consumer(fx_t *fx, int slot, const char *name, int64_t claim_ms)
 {
-    at_consumer_opts_t o = {.redis_url = g_redis.url, .stream = STREAM, .group = GROUP,
-                            .consumer = name, .claim_timeout_ms = claim_ms, .maxlen = 10000,
-                            .cb = on_entry, .arg = &fx->sinks[slot]};
+    at_consumer_opts_t o = {.redis_url = g_redis.url,
+                            .stream = STREAM,
+                            .group = GROUP,
+                            .consumer = name,
+                            .claim_timeout_ms = claim_ms,
+                            .maxlen = 10000,
+                            .cb = on_entry,
+                            .arg = &fx->sinks[slot]};
     fx->consumers[slot] = at_consumer_new(fx->io, &o);
     assert_non_null(fx->consumers[slot]);
     return fx->consumers[slot];

@@ -44,7 +44,7 @@ typedef int done_fn(fx_t *fx, void *arg);
 
 int group_setup(void **state);
 int group_teardown(void **state);
-int setup(void **state);    /* *state = a new fx_t */
+int setup(void **state); /* *state = a new fx_t */
 int teardown(void **state);
 
 /* Run the loop until done() (never if NULL) or ms pass; returns done(). */

@@ -84,10 +84,21 @@ static void test_defaults(void **state)
 static void test_env_override(void **state)
 {
     (void)state;
-    const char *env[] = {"ATELIER_HTTP_PORT", "9090", "MAX_FILE_SIZE", "2048",
-                         "S3_WORKSPACE_PREFIX", "ws", "KUBERNETES_IN_CLUSTER", "yes",
-                         "ATELIER_ACCESS_LOG", "off", "ATELIER_INSTANCE", "worker-1.a_b",
-                         "ATELIER_LOG_LEVEL", "debug", NULL};
+    const char *env[] = {"ATELIER_HTTP_PORT",
+                         "9090",
+                         "MAX_FILE_SIZE",
+                         "2048",
+                         "S3_WORKSPACE_PREFIX",
+                         "ws",
+                         "KUBERNETES_IN_CLUSTER",
+                         "yes",
+                         "ATELIER_ACCESS_LOG",
+                         "off",
+                         "ATELIER_INSTANCE",
+                         "worker-1.a_b",
+                         "ATELIER_LOG_LEVEL",
+                         "debug",
+                         NULL};
     at_config_t cfg;
     assert_int_equal(load(&cfg, env), AT_OK);
     assert_int_equal(cfg.http_port, 9090);
@@ -186,9 +197,9 @@ static void test_derived(void **state)
     at_config_free(&cfg);
 
     /* explicit values are not replaced by derived ones */
-    const char *given[] = {"ATELIER_DATA_DIR", "/srv/atelier", "REDIS_URL",
+    const char *given[] = {"ATELIER_DATA_DIR",         "/srv/atelier", "REDIS_URL",
                            "redis://127.0.0.1:6390/2", "DATABASE_URL", "postgresql://db/x",
-                           "WORKSPACE_BASE_PATH", "/vol/ws", NULL};
+                           "WORKSPACE_BASE_PATH",      "/vol/ws",      NULL};
     assert_int_equal(load(&cfg, given), AT_OK);
     assert_string_equal(cfg.redis_url, "redis://127.0.0.1:6390/2");
     assert_string_equal(cfg.database_url, "postgresql://db/x");
@@ -224,8 +235,8 @@ static void test_bad_values(void **state)
         if (err != AT_ECONFIG)
             fail_msg("%s=\"%s\": got %d, want AT_ECONFIG", cases[i].name, cases[i].value, err);
         if (!strstr(g_err, cases[i].name) || !strstr(g_err, cases[i].value))
-            fail_msg("%s=\"%s\": message \"%s\" does not name both", cases[i].name,
-                     cases[i].value, g_err);
+            fail_msg("%s=\"%s\": message \"%s\" does not name both", cases[i].name, cases[i].value,
+                     g_err);
         /* a failed load leaves nothing to free */
         assert_null(cfg.http_host);
     }

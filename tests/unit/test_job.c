@@ -123,8 +123,13 @@ static void test_limits_accepted(void **state)
 static void test_msgpack_json(void **state)
 {
     (void)state;
-    const char *texts[] = {g_args_json, "[1, \"two\", 3.5, [], {}, null, true]", "\"x\"",
-                           "null", "-42", "1e300", "{\"k\": {\"j\": [false]}}"};
+    const char *texts[] = {g_args_json,
+                           "[1, \"two\", 3.5, [], {}, null, true]",
+                           "\"x\"",
+                           "null",
+                           "-42",
+                           "1e300",
+                           "{\"k\": {\"j\": [false]}}"};
     for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
         json_t *v = json_loads(texts[i], JSON_DECODE_ANY, NULL);
         assert_non_null(v);

@@ -238,9 +238,9 @@ static void test_huge_headers(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_truncated), cmocka_unit_test(test_not_a_map),
+        cmocka_unit_test(test_truncated),  cmocka_unit_test(test_not_a_map),
         cmocka_unit_test(test_bad_fields), cmocka_unit_test(test_oversize),
-        cmocka_unit_test(test_depth),     cmocka_unit_test(test_huge_headers),
+        cmocka_unit_test(test_depth),      cmocka_unit_test(test_huge_headers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

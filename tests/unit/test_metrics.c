@@ -160,8 +160,7 @@ static void test_merge(void **state)
     /* the second process shares two families and has one of its own */
     at_metric_add(at_metrics_counter("atelier_jobs_total", "Jobs run.", "kind=\"ping\""), 5);
     at_metric_observe(at_metrics_histogram("atelier_job_ms", "Job latency.", "kind=\"ping\""), 3);
-    at_metric_set(at_metrics_gauge("atelier_sandboxes", "Sandboxes by state.", "state=\"up\""),
-                  2);
+    at_metric_set(at_metrics_gauge("atelier_sandboxes", "Sandboxes by state.", "state=\"up\""), 2);
     char *b = at_metrics_render("instance=\"w2\"");
     const char *texts[] = {a, b};
     char *merged = at_metrics_merge(texts, 2);

@@ -18,7 +18,7 @@
     X(STR, http_host, "ATELIER_HTTP_HOST", NULL, "127.0.0.1", 0, 0,                                \
       "Address the gateway listens on.")                                                           \
     X(INT, http_port, "ATELIER_HTTP_PORT", "PORT", "8080", 1, 65535,                               \
-      "TCP port of the gateway (the only public listener). `PORT` is accepted as an alias.")      \
+      "TCP port of the gateway (the only public listener). `PORT` is accepted as an alias.")       \
     X(STR, data_dir, "ATELIER_DATA_DIR", NULL, "./var", 0, 0,                                      \
       "Folder of the local stack: embedded Redis and PostgreSQL, sockets, logs, pid files, "       \
       "workspaces.")                                                                               \
@@ -29,11 +29,11 @@
       "`redis://host:port[/db]` or `unix:///path/redis.sock`. Empty: the embedded server, "        \
       "`unix://$ATELIER_DATA_DIR/run/redis.sock`.")                                                \
     X(STR, cors_origins, "CORS_ORIGINS", NULL, "", 0, 0,                                           \
-      "Comma-separated origins allowed by CORS; empty allows none but same-origin.")              \
+      "Comma-separated origins allowed by CORS; empty allows none but same-origin.")               \
     X(INT, session_timeout, "SESSION_TIMEOUT", NULL, "3600", 60, 31536000,                         \
       "Seconds a session may stay idle before it is culled.")                                      \
     X(INT, max_file_size, "MAX_FILE_SIZE", NULL, "1048576", 1, 1073741824,                         \
-      "Largest file, in bytes, accepted through the file API and synced from a workspace.")       \
+      "Largest file, in bytes, accepted through the file API and synced from a workspace.")        \
     X(STR, workspace_base_path, "WORKSPACE_BASE_PATH", NULL, "", 0, 0,                             \
       "Root of workspace volumes. Empty: `$ATELIER_DATA_DIR/workspaces`.")                         \
     X(STR, s3_workspace_bucket, "S3_WORKSPACE_BUCKET", NULL, "", 0, 0,                             \
@@ -41,7 +41,7 @@
     X(STR, s3_workspace_prefix, "S3_WORKSPACE_PREFIX", NULL, "user_data", 0, 0,                    \
       "Key prefix under the bucket: `{prefix}/{user_id}/{workspace_name}/`.")                      \
     X(STR, api_key, "API_KEY", NULL, "", 0, 0,                                                     \
-      "Service API key accepted in `X-API-Key` (admin rights). Empty disables API-key auth.")     \
+      "Service API key accepted in `X-API-Key` (admin rights). Empty disables API-key auth.")      \
     X(STR, kubernetes_namespace, "KUBERNETES_NAMESPACE", NULL, "default", 0, 0,                    \
       "Namespace the kubernetes runtime driver works in.")                                         \
     X(BOOL, kubernetes_in_cluster, "KUBERNETES_IN_CLUSTER", NULL, "false", 0, 0,                   \
@@ -49,7 +49,7 @@
     X(STR, log_level, "ATELIER_LOG_LEVEL", NULL, "info", 0, 0,                                     \
       "Lowest level logged: debug, info, warn or error.")                                          \
     X(STR, instance, "ATELIER_INSTANCE", NULL, "", 0, 0,                                           \
-      "Name of this process instance (Redis consumer name). Empty: `host-pid-random`.")           \
+      "Name of this process instance (Redis consumer name). Empty: `host-pid-random`.")            \
     X(INT, db_pool_size, "ATELIER_DB_POOL", NULL, "4", 1, 64,                                      \
       "PostgreSQL connections per process.")                                                       \
     X(INT, db_queue_max, "ATELIER_DB_QUEUE_MAX", NULL, "10000", 1, 1000000,                        \
@@ -57,7 +57,7 @@
     X(INT, job_max_attempts, "ATELIER_JOB_MAX_ATTEMPTS", NULL, "5", 1, 100,                        \
       "Attempts before a failing job moves to `q:dead`.")                                          \
     X(INT, job_claim_timeout_ms, "ATELIER_JOB_CLAIM_TIMEOUT_MS", NULL, "30000", 100, 86400000,     \
-      "A delivered job not touched for this long (its worker died) is reclaimed by another.")     \
+      "A delivered job not touched for this long (its worker died) is reclaimed by another.")      \
     X(INT, job_retry_backoff_ms, "ATELIER_JOB_RETRY_BACKOFF_MS", NULL, "200", 0, 600000,           \
       "First retry delay of a failed job; doubles per attempt.")                                   \
     X(INT, worker_concurrency, "ATELIER_WORKER_CONCURRENCY", NULL, "64", 1, 4096,                  \
@@ -71,9 +71,9 @@
     X(INT, shutdown_timeout_ms, "ATELIER_SHUTDOWN_TIMEOUT_MS", NULL, "10000", 0, 600000,           \
       "On SIGTERM, time allowed for in-flight jobs to finish before exit.")                        \
     X(INT, http_max_body, "ATELIER_HTTP_MAX_BODY", NULL, "8388608", 1024, 1073741824,              \
-      "Largest HTTP request body the gateway reads, in bytes.")                                   \
+      "Largest HTTP request body the gateway reads, in bytes.")                                    \
     X(BOOL, access_log, "ATELIER_ACCESS_LOG", NULL, "true", 0, 0,                                  \
-      "Log one line per HTTP request (method, path, status, ms).")                                   
+      "Log one line per HTTP request (method, path, status, ms).")
 
 typedef struct at_config {
 #define AT_CFG_FIELD_STR(f) char *f;
