@@ -6,6 +6,9 @@ RELEASE_DIR ?= build/release
 TEST_DIR    ?= build/asan
 JOBS        ?= $(shell nproc)
 PYTEST      ?= /usr/bin/python3 -m pytest
+# 1: make test also builds the docker-compose stack in its own dockerd and
+# checks every role comes up (tests/integration/test_compose.py, ~2-4 min).
+TEST_DOCKER ?= 1
 
 .PHONY: all deps build build-test run test unit integration bench format lint clean
 
@@ -18,7 +21,8 @@ build: deps
 	cmake -S . -B $(RELEASE_DIR) -DCMAKE_BUILD_TYPE=Release -DATELIER_TESTS=OFF >/dev/null
 	cmake --build $(RELEASE_DIR) -j$(JOBS)
 
-build-test: deps
+build-test:
+	@deploy/local/install-deps $(if $(filter 1,$(TEST_DOCKER)),--docker)
 	cmake -S . -B $(TEST_DIR) -DCMAKE_BUILD_TYPE=Debug -DATELIER_SANITIZE=ON >/dev/null
 	cmake --build $(TEST_DIR) -j$(JOBS)
 
@@ -32,7 +36,8 @@ unit:
 	cd $(TEST_DIR) && ctest --output-on-failure
 
 integration:
-	ATELIER_BIN_DIR=$(abspath $(TEST_DIR)) $(PYTEST) -q -p no:cacheprovider tests/integration
+	ATELIER_BIN_DIR=$(abspath $(TEST_DIR)) ATELIER_TEST_DOCKER=$(TEST_DOCKER) \
+	  $(PYTEST) -q -rs -p no:cacheprovider tests/integration
 
 bench: build
 	ATELIER_BIN_DIR=$(abspath $(RELEASE_DIR)) tests/bench/queue/run

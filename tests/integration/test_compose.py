@@ -470,6 +470,13 @@ def test_compose_stack_scales_and_is_healthy(dockerd):
         assert all("(healthy)" in n for n in names), out
         print(json.dumps(_summary(last), indent=1))
     finally:
-        if not keep:
+        if keep:
+            _log("ATELIER_TEST_KEEP=1: stack left up on port %d; to clean up:\n"
+                 "  DOCKER_HOST=%s docker-compose -p %s -f %s down -v\n"
+                 "  kill $(cat %s); umount what is left under %s; rmdir the cgroups "
+                 "/sys/fs/cgroup/*/%s; rm -rf %s"
+                 % (port, env["DOCKER_HOST"], project, COMPOSE_FILE, dockerd.pidfile,
+                    dockerd.tmp, dockerd.cgroup_parent, dockerd.tmp))
+        else:
             _run(compose + ["down", "-v", "--remove-orphans", "--timeout", "20"],
                  env=env, timeout=DOWN_TIMEOUT, log=log, check=False)
