@@ -631,10 +631,7 @@ int at_worker_main(const at_worker_def_t *def, int argc, char **argv)
         at_error("event=start_failed error=\"cannot set up loop, database or redis\"");
         return 1;
     }
-    char labels[128];
-    snprintf(labels, sizeof labels, "role=\"%s\"", def->role);
     w->m_inflight = at_metrics_gauge("atelier_jobs_inflight", "Jobs being handled now", NULL);
-    (void)labels;
     if (def->init && def->init(w) != 0) {
         at_error("event=init_failed role=%s", def->role);
         return 1;
