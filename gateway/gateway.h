@@ -26,6 +26,7 @@ typedef struct gateway {
     replies_t *replies; /* jobs waiting for a reply */
     at_heartbeat_t *hb;
     char reply_channel[AT_JOB_REPLY_MAX + 1];
+    char jwt_key[128]; /* HS256 key of bearer tokens */
     int64_t started_ms;
     int draining;
 } gateway_t;

@@ -10,7 +10,8 @@
 #include "atelier/util.h"
 #include "routes.h"
 
-#define MAX_PATH 4096
+#define MAX_PATH 16384
+#define SMALL_BODY 65536
 #define MAX_QUERY_ARGS 32
 #define MAX_EXTRA_HEADERS 12
 #define WRITE_CHUNK 65536
@@ -27,6 +28,11 @@ struct at_req {
     char *path;
     char id[20];
     int64_t start_us;
+    char ip[64];
+    const route_t *route;
+    int route_status; /* 404/405 when no route matched */
+    size_t body_limit;
+    principal_t principal;
     char *query[MAX_QUERY_ARGS]; /* "name=value", decoded */
     int nquery;
     char *headers[N_KEPT];
@@ -46,6 +52,9 @@ struct at_req {
     char *extra_name[MAX_EXTRA_HEADERS], *extra_value[MAX_EXTRA_HEADERS];
     int nextra;
     int close_after;
+    req_pull_fn *pull; /* streamed answer */
+    void *pull_arg;
+    int pull_done;
 };
 
 typedef struct pss {
@@ -78,6 +87,8 @@ const char *http_method_name(int m)
 
 static void req_free(at_req_t *r)
 {
+    if (r->pull && !r->pull_done) /* the producer frees itself */
+        r->pull(r->pull_arg, NULL, 0, &r->pull_done);
     for (int i = 0; i < r->nquery; i++)
         free(r->query[i]);
     for (size_t i = 0; i < N_KEPT; i++)
@@ -112,6 +123,26 @@ const char *req_path(const at_req_t *r)
 const char *req_id(const at_req_t *r)
 {
     return r->id;
+}
+
+const char *req_ip(const at_req_t *r)
+{
+    return r->ip;
+}
+
+const route_t *req_route(const at_req_t *r)
+{
+    return r->route;
+}
+
+principal_t *req_principal_mut(at_req_t *r)
+{
+    return &r->principal;
+}
+
+const principal_t *req_principal(const at_req_t *r)
+{
+    return &r->principal;
 }
 
 const char *req_query(const at_req_t *r, const char *name)
@@ -206,14 +237,79 @@ static void access_log(at_req_t *r)
                 r->path, r->status, ms);
 }
 
-void req_send(at_req_t *r, int status, const char *content_type, char *body, size_t len)
+/* Origin allowed by CORS_ORIGINS (exact match in the comma list, or "*"). */
+static int origin_allowed(const gateway_t *gw, const char *origin)
+{
+    const char *list = gw->cfg.cors_origins;
+    size_t n = strlen(origin);
+    while (list && *list) {
+        while (*list == ' ' || *list == ',')
+            list++;
+        size_t k = strcspn(list, ",");
+        size_t t = k;
+        while (t > 0 && list[t - 1] == ' ')
+            t--;
+        if ((t == 1 && list[0] == '*') || (t == n && t && !strncmp(list, origin, n)))
+            return 1;
+        list += k;
+    }
+    return 0;
+}
+
+static void add_cors(at_req_t *r)
+{
+    const char *origin = req_header(r, "origin");
+    if (!origin || !origin_allowed(r->gw, origin))
+        return;
+    req_add_header(r, "access-control-allow-origin", origin);
+    req_add_header(r, "vary", "Origin");
+    req_add_header(r, "access-control-allow-credentials", "true");
+    req_add_header(r, "access-control-expose-headers", "ETag, Retry-After, X-Request-Id");
+}
+
+static int begin_answer(at_req_t *r)
 {
     if (r->answered) { /* a second answer is a bug in the handler */
         at_error("event=double_answer req=%s path=%s", r->id, r->path);
+        return -1;
+    }
+    r->answered = 1;
+    add_cors(r);
+    return 0;
+}
+
+void req_stream(at_req_t *r, int status, const char *content_type, req_pull_fn *pull, void *arg)
+{
+    if (begin_answer(r) != 0) {
+        int done = 0;
+        pull(arg, NULL, 0, &done);
+        return;
+    }
+    r->status = status;
+    snprintf(r->content_type, sizeof r->content_type, "%s", content_type);
+    r->pull = pull;
+    r->pull_arg = arg;
+    r->close_after = 1; /* no Content-Length: the end of the body is the close */
+    access_log(r);
+    if (!r->wsi) {
+        req_free(r);
+        return;
+    }
+    lws_callback_on_writable(r->wsi);
+}
+
+void req_stream_wake(at_req_t *r)
+{
+    if (r->wsi)
+        lws_callback_on_writable(r->wsi);
+}
+
+void req_send(at_req_t *r, int status, const char *content_type, char *body, size_t len)
+{
+    if (begin_answer(r) != 0) {
         free(body);
         return;
     }
-    r->answered = 1;
     r->status = status;
     snprintf(r->content_type, sizeof r->content_type, "%s",
              content_type ? content_type : "application/json");
@@ -253,6 +349,7 @@ void req_error(at_req_t *r, int status, const char *fmt, ...)
 static void capture(at_req_t *r, struct lws *wsi, const char *uri)
 {
     r->path = strndup(uri ? uri : "/", MAX_PATH);
+    lws_get_peer_simple(wsi, r->ip, sizeof r->ip);
     char buf[8192];
     for (int i = 0; i < MAX_QUERY_ARGS; i++) {
         int n = lws_hdr_copy_fragment(wsi, buf, sizeof buf, WSI_TOKEN_HTTP_URI_ARGS, i);
@@ -292,16 +389,69 @@ static void capture(at_req_t *r, struct lws *wsi, const char *uri)
     }
 }
 
+/* CORS preflight: OPTIONS with Origin and Access-Control-Request-Method. */
+static void preflight(at_req_t *r)
+{
+    char allow[128];
+    routes_allowed(r->path, allow, sizeof allow);
+    const char *origin = req_header(r, "origin");
+    if (!allow[0]) {
+        req_error(r, 404, "Not Found");
+        return;
+    }
+    if (!origin) {
+        req_add_header(r, "allow", allow);
+        req_send(r, 204, "text/plain", NULL, 0);
+        return;
+    }
+    if (!origin_allowed(r->gw, origin)) {
+        req_error(r, 403, "Origin not allowed (CORS_ORIGINS)");
+        return;
+    }
+    req_add_header(r, "access-control-allow-methods", allow);
+    req_add_header(r, "access-control-allow-headers",
+                   "Authorization, Content-Type, X-API-Key, If-Match, X-Request-Id");
+    req_add_header(r, "access-control-max-age", "600");
+    req_send(r, 204, "text/plain", NULL, 0);
+}
+
 static void dispatch(at_req_t *r)
 {
     r->dispatched = 1;
     if (r->body_too_big) {
         r->close_after = 1;
-        req_error(r, 413, "Request body larger than %lld bytes",
-                  (long long)r->gw->cfg.http_max_body);
+        req_error(r, 413, "Request body larger than %zu bytes", r->body_limit);
         return;
     }
-    routes_dispatch(r);
+    if (r->method == HTTP_OPTIONS) {
+        preflight(r);
+        return;
+    }
+    if (!r->route) {
+        if (r->route_status == 405) {
+            char allow[128];
+            routes_allowed(r->path, allow, sizeof allow);
+            req_add_header(r, "allow", allow);
+            req_error(r, 405, "Method Not Allowed");
+        } else {
+            req_error(r, 404, "Not Found");
+        }
+        return;
+    }
+    auth_begin(r, r->route);
+}
+
+static size_t body_limit(const at_req_t *r)
+{
+    const at_config_t *c = &r->gw->cfg;
+    size_t lim = SMALL_BODY;
+    if (r->route && r->route->body == BODY_FILE)
+        lim = 2 * (size_t)c->max_file_size + SMALL_BODY;
+    else if (r->route && r->route->body == BODY_UPLOAD)
+        lim = (size_t)c->upload_max_bytes;
+    if (lim > (size_t)c->http_max_body && r->route && r->route->body != BODY_SMALL)
+        lim = (size_t)c->http_max_body > SMALL_BODY ? (size_t)c->http_max_body : SMALL_BODY;
+    return lim;
 }
 
 /* Write what is pending; returns -1 to close the connection. */
@@ -314,7 +464,9 @@ static int write_response(struct lws *wsi, pss_t *pss)
     if (!r->headers_sent) {
         unsigned char *start = buf + LWS_PRE, *p = start, *end = buf + sizeof buf - 1;
         if (lws_add_http_common_headers(wsi, (unsigned)r->status, r->content_type,
-                                        (lws_filepos_t)r->resp_len, &p, end))
+                                        r->pull ? LWS_ILLEGAL_HTTP_CONTENT_LEN
+                                                : (lws_filepos_t)r->resp_len,
+                                        &p, end))
             return -1;
         char rid[32];
         int rl = snprintf(rid, sizeof rid, "%s", r->id);
@@ -329,7 +481,7 @@ static int write_response(struct lws *wsi, pss_t *pss)
                                             (int)strlen(r->extra_value[i]), &p, end))
                 return -1;
         }
-        if (r->close_after &&
+        if (r->close_after && !r->pull &&
             lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION, (const unsigned char *)"close",
                                          5, &p, end))
             return -1;
@@ -338,6 +490,28 @@ static int write_response(struct lws *wsi, pss_t *pss)
         r->headers_sent = 1;
         if (r->method == HTTP_HEAD)
             r->resp_off = r->resp_len;
+        if (r->pull) {
+            lws_callback_on_writable(wsi);
+            return 0;
+        }
+    }
+    if (r->pull) {
+        if (r->method == HTTP_HEAD)
+            return -1;
+        size_t n = r->pull(r->pull_arg, (char *)buf + LWS_PRE, WRITE_CHUNK, &r->pull_done);
+        if (n > 0 && lws_write(wsi, buf + LWS_PRE, n, r->pull_done ? LWS_WRITE_HTTP_FINAL
+                                                                    : LWS_WRITE_HTTP) != (int)n)
+            return -1;
+        if (!r->pull_done) {
+            if (n > 0)
+                lws_callback_on_writable(wsi);
+            return 0;
+        }
+        if (n == 0 && lws_write(wsi, buf + LWS_PRE, 0, LWS_WRITE_HTTP_FINAL) < 0)
+            return -1;
+        req_free(r);
+        pss->req = NULL;
+        return -1; /* close-delimited body */
     }
     if (r->resp_off < r->resp_len) {
         size_t n = r->resp_len - r->resp_off;
@@ -397,13 +571,22 @@ static int callback_http(struct lws *wsi, enum lws_callback_reasons reason, void
             r->method = HTTP_OTHER;
         pss->req = r;
         capture(r, wsi, (const char *)in);
+        if (uri && strlen(uri) >= MAX_PATH) {
+            r->dispatched = 1;
+            r->close_after = 1;
+            req_error(r, 414, "URI longer than %d bytes", MAX_PATH - 1);
+            return 0;
+        }
+        if (r->method != HTTP_OPTIONS)
+            r->route = routes_match(r, &r->route_status);
+        r->body_limit = body_limit(r);
         if (!m_requests_hist)
             m_requests_hist = at_metrics_histogram("atelier_http_request_duration_ms",
                                                    "Time to answer an HTTP request, ms", NULL);
         if (has_body(wsi)) {
             char cl[32] = "";
             if (lws_hdr_copy(wsi, cl, sizeof cl, WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0 &&
-                strtoll(cl, NULL, 10) > gw->cfg.http_max_body) {
+                strtoll(cl, NULL, 10) > (long long)r->body_limit) {
                 r->body_too_big = 1;
                 dispatch(r);
                 return 0;
@@ -422,8 +605,9 @@ static int callback_http(struct lws *wsi, enum lws_callback_reasons reason, void
         at_req_t *r = pss->req;
         if (!r || r->dispatched)
             return 0;
-        if (r->body_len + len > (size_t)gw->cfg.http_max_body) {
-            r->body_too_big = 1;
+        if (r->body_len + len > r->body_limit) {
+            r->body_too_big = 1; /* answer now, read no further */
+            dispatch(r);
             return 0;
         }
         if (r->body_len + len + 1 > r->body_cap) {

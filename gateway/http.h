@@ -13,6 +13,7 @@
 #include <libwebsockets.h>
 #include <stddef.h>
 
+#include "auth.h"
 #include "gateway.h"
 
 typedef enum {
@@ -27,6 +28,7 @@ typedef enum {
 } http_method_t;
 
 #define HTTP_MAX_PARAMS 8
+#define AT_REQ_PARAM_MAX 8192 /* a captured path parameter, bytes */
 
 typedef struct at_req at_req_t;
 
@@ -46,6 +48,11 @@ const char *req_body(const at_req_t *req, size_t *len);
 /* Path parameter captured by the route ({name} segments, in order). */
 const char *req_param(const at_req_t *req, int idx);
 const char *req_id(const at_req_t *req);
+/* The client's address ("127.0.0.1"). */
+const char *req_ip(const at_req_t *req);
+/* The route matched at header time (NULL when none). */
+const route_t *req_route(const at_req_t *req);
+principal_t *req_principal_mut(at_req_t *req);
 /* Parse the body as a JSON object; on failure answers 400/422 and returns NULL. */
 json_t *req_json_body(at_req_t *req);
 
@@ -56,6 +63,17 @@ void req_error(at_req_t *req, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* Extra response header ("name", "value"); call before answering. */
 void req_add_header(at_req_t *req, const char *name, const char *value);
+
+/* A streamed answer of unknown length (the connection closes after it).
+ * pull is called each time the socket can take more: it copies up to cap
+ * bytes into buf and returns how many, sets *done on the last piece, or
+ * returns 0 without *done when it has nothing yet (it then calls
+ * req_stream_wake when it has). On a client that went away, pull is called
+ * once with buf NULL so the producer can free itself. */
+typedef size_t req_pull_fn(void *arg, char *buf, size_t cap, int *done);
+void req_stream(at_req_t *req, int status, const char *content_type, req_pull_fn *pull,
+                void *arg);
+void req_stream_wake(at_req_t *req);
 
 /* Route parameters, set by the router. */
 void req_set_params(at_req_t *req, const char *const *params, int n);

@@ -8,6 +8,7 @@
 #include "atelier/log.h"
 #include "atelier/metrics.h"
 #include "atelier/util.h"
+#include "auth.h"
 #include "gateway.h"
 #include "http.h"
 #include "replies.h"
@@ -112,6 +113,8 @@ int main(int argc, char **argv)
         return 1;
     }
     gw->replies = replies_new(gw);
+    if (auth_init(gw) != 0)
+        return 1;
 
     struct lws_protocols protos[2];
     memcpy(protos, protocols, sizeof protos);
@@ -159,6 +162,7 @@ int main(int argc, char **argv)
     uv_run(gw->loop, UV_RUN_NOWAIT);
     lws_context_destroy(gw->lws);
     replies_cancel(gw->replies);
+    auth_shutdown(gw);
     at_redis_free(gw->redis);
     at_redis_free(gw->sub);
     replies_free(gw->replies);

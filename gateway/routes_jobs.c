@@ -1,5 +1,6 @@
 /* GET /api/jobs/{id}: a job's durable record. POST /api/jobs: enqueue a job
  * on a role's queue (admin: X-API-Key), optionally waiting for its reply. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -65,11 +66,15 @@ void route_job_get(at_req_t *req)
         req_error(req, 404, "Job not found");
         return;
     }
-    if (!auth_require_admin(req))
-        return;
-    const char *p[] = {id};
-    if (at_db_query(req_gw(req)->db, "SELECT " JOB_COLUMNS " FROM jobs WHERE id = $1", 1, p,
-                    job_row_done, req) != AT_OK)
+    /* a user sees the jobs of their own sessions; admins see every job */
+    const principal_t *pr = req_principal(req);
+    char scope[24];
+    snprintf(scope, sizeof scope, "%lld", pr->is_admin || pr->service ? 0LL : (long long)pr->user_id);
+    const char *p[] = {id, scope};
+    if (at_db_query(req_gw(req)->db,
+                    "SELECT " JOB_COLUMNS " FROM jobs WHERE id = $1 AND ($2::bigint = 0 OR "
+                    "session IN (SELECT uuid FROM code_sessions WHERE user_id = $2::bigint))",
+                    2, p, job_row_done, req) != AT_OK)
         req_error(req, 503, "Database busy");
 }
 
@@ -147,8 +152,6 @@ static void row_inserted(PGresult *res, const char *err, void *arg)
 
 void route_job_create(at_req_t *req)
 {
-    if (!auth_require_admin(req))
-        return;
     json_t *body = req_json_body(req);
     if (!body)
         return;

@@ -235,6 +235,15 @@ static at_err_t derive(at_config_t *cfg, char *errbuf, size_t errlen)
                cfg->log_level);
         return AT_ECONFIG;
     }
+    if (strcmp(cfg->auth_mode, "strict") != 0 && strcmp(cfg->auth_mode, "compat") != 0) {
+        seterr(errbuf, errlen, "ATELIER_AUTH=\"%s\": expected strict or compat", cfg->auth_mode);
+        return AT_ECONFIG;
+    }
+    if (cfg->jwt_secret[0] != '\0' && strlen(cfg->jwt_secret) < 32) {
+        seterr(errbuf, errlen, "JWT_SECRET: %zu bytes; at least 32 are needed",
+               strlen(cfg->jwt_secret));
+        return AT_ECONFIG;
+    }
     if (cfg->instance[0] == '\0') {
         char host[64] = "host";
         gethostname(host, sizeof host - 1);

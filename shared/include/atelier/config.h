@@ -73,7 +73,32 @@
     X(INT, http_max_body, "ATELIER_HTTP_MAX_BODY", NULL, "8388608", 1024, 1073741824,              \
       "Largest HTTP request body the gateway reads, in bytes.")                                    \
     X(BOOL, access_log, "ATELIER_ACCESS_LOG", NULL, "true", 0, 0,                                  \
-      "Log one line per HTTP request (method, path, status, ms).")
+      "Log one line per HTTP request (method, path, status, ms).")                                 \
+    X(STR, auth_mode, "ATELIER_AUTH", NULL, "strict", 0, 0,                                        \
+      "`strict`: every user endpoint needs a bearer token or an API key. `compat`: also accept "   \
+      "the seeds' bare `?user_id=` (the old frontend; anyone can act as anyone, so never on a "    \
+      "shared network).")                                                                          \
+    X(STR, jwt_secret, "JWT_SECRET", NULL, "", 0, 0,                                               \
+      "HS256 key of bearer tokens (at least 32 bytes). Empty: a random key kept in "               \
+      "`$ATELIER_DATA_DIR/secret/jwt` (made on first start), shared by gateways on one data dir.") \
+    X(INT, token_ttl, "ATELIER_TOKEN_TTL", NULL, "86400", 60, 31536000,                            \
+      "Lifetime of a bearer token from login, in seconds.")                                        \
+    X(INT, bcrypt_cost, "ATELIER_BCRYPT_COST", NULL, "10", 4, 16,                                  \
+      "bcrypt work factor of stored passwords (hashing runs on libuv's thread pool).")             \
+    X(INT, rate_limit_rps, "ATELIER_RATE_LIMIT_RPS", NULL, "100", 0, 1000000,                      \
+      "Requests per second refilled into each user's, key's or anonymous IP's bucket (0: off).")   \
+    X(INT, rate_limit_burst, "ATELIER_RATE_LIMIT_BURST", NULL, "200", 1, 10000000,                 \
+      "Size of each rate-limit bucket: requests allowed at once after an idle spell.")             \
+    X(INT, login_rate_per_min, "ATELIER_LOGIN_RATE_PER_MIN", NULL, "10", 0, 100000,                \
+      "Login and register attempts per minute per client IP and per e-mail (0: off).")             \
+    X(INT, upload_max_bytes, "ATELIER_UPLOAD_MAX_BYTES", NULL, "33554432", 1024, 1073741824,       \
+      "Largest multipart upload body (several files), in bytes; each file is still bound by "      \
+      "`MAX_FILE_SIZE`.")                                                                          \
+    X(INT, max_files_per_workspace, "ATELIER_MAX_FILES", NULL, "10000", 1, 10000000,               \
+      "Files and folders one workspace may hold.")                                                 \
+    X(STR, workspace_url_template, "ATELIER_WORKSPACE_URL", NULL,                                  \
+      "http://127.0.0.1:8080/#/session/{uuid}", 0, 0,                                              \
+      "The `workspace_url` answered for a session; `{uuid}` is replaced by the session uuid.")
 
 typedef struct at_config {
 #define AT_CFG_FIELD_STR(f) char *f;

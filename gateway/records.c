@@ -1,0 +1,95 @@
+#include "records.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "atelier/log.h"
+#include "atelier/queue.h"
+
+void audit_params(const at_req_t *req, const char *p[3], char uid_buf[24])
+{
+    const principal_t *pr = req_principal(req);
+    uid_buf[0] = '\0';
+    if (pr->user_id)
+        snprintf(uid_buf, 24, "%lld", (long long)pr->user_id);
+    p[0] = pr->actor;
+    p[1] = uid_buf;
+    p[2] = req_ip(req);
+}
+
+typedef struct push {
+    gateway_t *gw;
+    char id[AT_UUID_LEN + 1];
+    enqueue_cb *cb;
+    void *arg;
+} push_t;
+
+static void pushed(at_err_t err, const char *entry_or_error, void *arg)
+{
+    push_t *p = arg;
+    if (err != AT_OK) {
+        at_error("event=job_push_failed job=%s error=\"%s\"", p->id, entry_or_error);
+        const char *params[] = {p->id, entry_or_error ? entry_or_error : at_strerror(err)};
+        at_db_query(p->gw->db,
+                    "UPDATE jobs SET state = 'dead', error = 'enqueue failed: ' || $2, "
+                    "updated_at = now() WHERE id = $1",
+                    2, params, NULL, NULL);
+    }
+    if (p->cb)
+        p->cb(err, p->arg);
+    free(p);
+}
+
+void enqueue_push(gateway_t *gw, const char *role, const at_job_t *job, enqueue_cb *cb, void *arg)
+{
+    push_t *p = calloc(1, sizeof *p);
+    if (!p) {
+        if (cb)
+            cb(AT_ENOMEM, arg);
+        return;
+    }
+    p->gw = gw;
+    snprintf(p->id, sizeof p->id, "%s", job->id);
+    p->cb = cb;
+    p->arg = arg;
+    const char *stream = at_queue_stream(role);
+    at_err_t err =
+        stream ? at_queue_push(gw->redis, stream, job, gw->cfg.queue_maxlen, pushed, p) : AT_EINVAL;
+    if (err != AT_OK)
+        pushed(err, at_strerror(err), p);
+}
+
+void req_db_error(at_req_t *req, const char *what, const char *err)
+{
+    at_error("event=db_failed req=%s what=%s error=\"%s\"", req_id(req), what, err);
+    req_error(req, 503, "Database unavailable");
+}
+
+const char *db_sqlstate(const PGresult *res)
+{
+    const char *s = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    return s ? s : "";
+}
+
+const char *db_message(const PGresult *res)
+{
+    const char *s = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    if (!s)
+        return "";
+    const char *colon = strstr(s, ": ");
+    return colon && !strncmp(db_sqlstate(res), "AT", 2) ? colon + 2 : s;
+}
+
+void req_db_fail(at_req_t *req, const char *what, const PGresult *res, const char *err)
+{
+    const char *st = db_sqlstate(res);
+    if (!strncmp(st, "AT", 2) && strlen(st) == 5) {
+        int status = atoi(st + 2);
+        if (status >= 400 && status < 600) {
+            req_error(req, status, "%s", db_message(res));
+            return;
+        }
+    }
+    req_db_error(req, what, err);
+}
