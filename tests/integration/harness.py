@@ -186,6 +186,29 @@ class Stack:
     def admin_headers(self):
         return {"X-API-Key": self.api_key}
 
+    def request(self, method, path, **kw):
+        return requests.request(method, self.url + path, timeout=kw.pop("timeout", 10), **kw)
+
+    def new_user(self, email=None, password="correct horse battery", username=None):
+        """Register and log in a fresh user; returns (user dict, auth headers)."""
+        email = email or "u%s@example.com" % uuid.uuid4().hex[:10]
+        body = {"email": email, "password": password}
+        if username:
+            body["username"] = username
+        r = self.post("/api/users/register", json=body)
+        assert r.status_code == 201, r.text
+        r = self.post("/api/users/login", json={"email": email, "password": password})
+        assert r.status_code == 200, r.text
+        return r.json()["user"], {"Authorization": "Bearer " + r.json()["access_token"]}
+
+    def audit(self, action):
+        """audit_log rows of one action, oldest first, as dicts."""
+        rows = self.query("SELECT actor, user_id, action, target, detail::text, ip FROM audit_log "
+                          "WHERE action = %s ORDER BY id", action)
+        return [{"actor": a, "user_id": u, "action": ac, "target": t,
+                 "detail": json.loads(d) if d else None, "ip": ip}
+                for a, u, ac, t, d, ip in rows]
+
     def enqueue(self, role, kind, args=None, wait=False, timeout_ms=None):
         body = {"role": role, "kind": kind, "args": args or {}, "wait": wait}
         if timeout_ms:
