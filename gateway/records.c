@@ -6,6 +6,7 @@
 
 #include "atelier/log.h"
 #include "atelier/queue.h"
+#include "atelier/util.h"
 
 void audit_params(const at_req_t *req, const char *p[3], char uid_buf[24])
 {
@@ -92,4 +93,23 @@ void req_db_fail(at_req_t *req, const char *what, const PGresult *res, const cha
         }
     }
     req_db_error(req, what, err);
+}
+
+int session_id_valid(const char *id)
+{
+    if (!id)
+        return 0;
+    if (at_is_uuid(id))
+        return 1;
+    size_t n = strlen(id);
+    return n == 8 && strspn(id, "0123456789abcdef") == 8;
+}
+
+int workspace_ref(const char *id, const char **sess, const char **ws)
+{
+    if (!session_id_valid(id))
+        return 0;
+    *sess = id;
+    *ws = at_is_uuid(id) ? id : NULL;
+    return 1;
 }

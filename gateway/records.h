@@ -28,6 +28,22 @@
     "INSERT INTO audit_log (actor, user_id, action, target, detail, ip) SELECT $1, "               \
     "NULLIF($2, '')::bigint, '" action "', " target ", " detail ", $3 FROM " from
 
+/*
+ * A client's {id} for a workspace: a session uuid or a workspace id.
+ * workspace_ref splits it into two parameters, the session uuid and the
+ * workspace uuid (NULL when id is not UUID-shaped); SQL_WORKSPACE(s, w,
+ * scope) is the workspace it names, if the scope (0 = any user) owns it.
+ */
+#define SQL_WORKSPACE(sess, ws, scope)                                                             \
+    "(SELECT w.id FROM workspaces w WHERE w.id = coalesce((SELECT s.workspace_id FROM "            \
+    "code_sessions s WHERE s.uuid = " sess "), " ws "::uuid) AND (" scope "::bigint = 0 OR "       \
+    "w.user_id = " scope "::bigint))"
+/* 1 if id is a UUID or an 8-hex-digit short session uuid; fills the two
+ * parameters for SQL_WORKSPACE (*ws NULL when id is not a UUID). */
+int workspace_ref(const char *id, const char **sess, const char **ws);
+/* 1 if id has the shape of a session uuid (UUID or 8 hex digits). */
+int session_id_valid(const char *id);
+
 /* $1..$3 for AUDIT_FROM; uid_buf holds the user id text. */
 void audit_params(const at_req_t *req, const char *p[3], char uid_buf[24]);
 
