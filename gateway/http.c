@@ -10,7 +10,7 @@
 #include "atelier/util.h"
 #include "routes.h"
 
-#define MAX_PATH 16384
+#define MAX_PATH (AT_REQ_PARAM_MAX + 256) /* longer URIs get 414 */
 #define SMALL_BODY 65536
 #define MAX_QUERY_ARGS 32
 #define MAX_EXTRA_HEADERS 12
