@@ -40,7 +40,9 @@ integration:
 	  $(PYTEST) -q -rs -p no:cacheprovider tests/integration
 
 bench: build
+	deploy/local/install-deps --bench
 	ATELIER_BIN_DIR=$(abspath $(RELEASE_DIR)) tests/bench/queue/run
+	ATELIER_BIN_DIR=$(abspath $(RELEASE_DIR)) tests/bench/files/run
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
