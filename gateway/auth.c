@@ -117,9 +117,9 @@ char *auth_issue_token(gateway_t *gw, int64_t user_id, int is_admin, int64_t exp
     at_random_token("", 24, jti, sizeof jti);
     at_sha256_hex(jti, strlen(jti), jti_hash);
     snprintf(sub, sizeof sub, "%lld", (long long)user_id);
-    json_t *claims = json_pack("{s:s, s:s, s:I, s:I, s:b}", "sub", sub, "jti", jti, "iat",
-                               (json_int_t)(at_wall_ms() / 1000), "exp", (json_int_t)exp_s,
-                               "adm", is_admin);
+    json_t *claims =
+        json_pack("{s:s, s:s, s:I, s:I, s:b}", "sub", sub, "jti", jti, "iat",
+                  (json_int_t)(at_wall_ms() / 1000), "exp", (json_int_t)exp_s, "adm", is_admin);
     char *tok = claims ? at_jwt_sign(gw->jwt_key, claims) : NULL;
     json_decref(claims);
     return tok;
@@ -249,6 +249,7 @@ static void credential_row(PGresult *res, const char *err, void *arg)
         c.user_id = PQgetisnull(res, 0, 0) ? 0 : strtoll(PQgetvalue(res, 0, 0), NULL, 10);
         c.is_admin = PQgetvalue(res, 0, 1)[0] == 't';
         c.key_id = strtoll(PQgetvalue(res, 0, 2), NULL, 10);
+        c.expires_ms = PQgetisnull(res, 0, 3) ? 0 : strtoll(PQgetvalue(res, 0, 3), NULL, 10);
     }
     credcache_put(p->cache_key, &c, at_wall_ms());
     credential_known(p, &c);
@@ -269,11 +270,13 @@ static void lookup(pending_t *p, const char *sql, const char *hash)
 }
 
 static const char token_sql[] =
-    "SELECT u.id, u.is_admin, 0 FROM auth_tokens t JOIN users u ON u.id = t.user_id "
+    "SELECT u.id, u.is_admin, 0, (extract(epoch FROM t.expires_at) * 1000)::bigint "
+    "FROM auth_tokens t JOIN users u ON u.id = t.user_id "
     "WHERE t.token_hash = $1 AND t.kind = 'bearer' AND t.revoked_at IS NULL "
     "AND t.expires_at > now() AND u.is_active";
 static const char key_sql[] =
-    "SELECT k.user_id, k.is_admin OR coalesce(u.is_admin, false), k.id FROM api_keys k "
+    "SELECT k.user_id, k.is_admin OR coalesce(u.is_admin, false), k.id, "
+    "(extract(epoch FROM k.expires_at) * 1000)::bigint FROM api_keys k "
     "LEFT JOIN users u ON u.id = k.user_id WHERE k.key_hash = $1 AND k.revoked_at IS NULL "
     "AND (k.expires_at IS NULL OR k.expires_at > now()) AND (u.id IS NULL OR u.is_active)";
 
@@ -331,8 +334,12 @@ void auth_begin(at_req_t *req, const route_t *route)
         lookup(p, token_sql, hash);
         return;
     }
+    /* compat: the seeds' old frontend named its user in ?user_id= on the
+     * session and file routes only; never for keys, users or admin routes */
     const char *uid = req_query(req, "user_id");
-    if (!strcmp(gw->cfg.auth_mode, "compat") && uid && *uid) {
+    const char *path = req_path(req);
+    if (!strcmp(gw->cfg.auth_mode, "compat") && uid && *uid &&
+        (!strncmp(path, "/api/sessions", 13) || !strncmp(path, "/api/workspace/", 15))) {
         char *end;
         long long id = strtoll(uid, &end, 10);
         if (*end == '\0' && id > 0) {

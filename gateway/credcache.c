@@ -69,6 +69,8 @@ void credcache_put(const char *key, const cred_t *c, int64_t now_ms)
     at_strlcpy(e->key, key, sizeof e->key);
     e->cred = *c;
     e->until_ms = now_ms + (c->valid ? CREDCACHE_TTL_MS : CREDCACHE_NEG_TTL_MS);
+    if (c->expires_ms > 0 && c->expires_ms < e->until_ms)
+        e->until_ms = c->expires_ms;
     unsigned h = hash(key);
     e->next = buckets[h];
     buckets[h] = e;

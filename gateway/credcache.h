@@ -16,6 +16,7 @@ typedef struct cred {
     int64_t user_id; /* 0: a service key */
     int64_t key_id;
     int is_admin;
+    int64_t expires_ms; /* the credential's own expiry (0: none); caps the cache entry */
 } cred_t;
 
 /* 1 and *out filled if key is cached and fresh, else 0. */

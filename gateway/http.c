@@ -350,6 +350,8 @@ static void capture(at_req_t *r, struct lws *wsi, const char *uri)
 {
     r->path = strndup(uri ? uri : "/", MAX_PATH);
     lws_get_peer_simple(wsi, r->ip, sizeof r->ip);
+    if (!strncmp(r->ip, "::ffff:", 7)) /* IPv4 on a dual-stack socket */
+        memmove(r->ip, r->ip + 7, strlen(r->ip + 7) + 1);
     char buf[8192];
     for (int i = 0; i < MAX_QUERY_ARGS; i++) {
         int n = lws_hdr_copy_fragment(wsi, buf, sizeof buf, WSI_TOKEN_HTTP_URI_ARGS, i);
@@ -463,10 +465,9 @@ static int write_response(struct lws *wsi, pss_t *pss)
         return 0;
     if (!r->headers_sent) {
         unsigned char *start = buf + LWS_PRE, *p = start, *end = buf + sizeof buf - 1;
-        if (lws_add_http_common_headers(wsi, (unsigned)r->status, r->content_type,
-                                        r->pull ? LWS_ILLEGAL_HTTP_CONTENT_LEN
-                                                : (lws_filepos_t)r->resp_len,
-                                        &p, end))
+        if (lws_add_http_common_headers(
+                wsi, (unsigned)r->status, r->content_type,
+                r->pull ? LWS_ILLEGAL_HTTP_CONTENT_LEN : (lws_filepos_t)r->resp_len, &p, end))
             return -1;
         char rid[32];
         int rl = snprintf(rid, sizeof rid, "%s", r->id);
@@ -499,8 +500,8 @@ static int write_response(struct lws *wsi, pss_t *pss)
         if (r->method == HTTP_HEAD)
             return -1;
         size_t n = r->pull(r->pull_arg, (char *)buf + LWS_PRE, WRITE_CHUNK, &r->pull_done);
-        if (n > 0 && lws_write(wsi, buf + LWS_PRE, n, r->pull_done ? LWS_WRITE_HTTP_FINAL
-                                                                    : LWS_WRITE_HTTP) != (int)n)
+        if (n > 0 && lws_write(wsi, buf + LWS_PRE, n,
+                               r->pull_done ? LWS_WRITE_HTTP_FINAL : LWS_WRITE_HTTP) != (int)n)
             return -1;
         if (!r->pull_done) {
             if (n > 0)

@@ -48,7 +48,7 @@ const char *req_body(const at_req_t *req, size_t *len);
 /* Path parameter captured by the route ({name} segments, in order). */
 const char *req_param(const at_req_t *req, int idx);
 const char *req_id(const at_req_t *req);
-/* The client's address ("127.0.0.1"). */
+/* The client's address ("127.0.0.1"; IPv4-mapped IPv6 shown as IPv4). */
 const char *req_ip(const at_req_t *req);
 /* The route matched at header time (NULL when none). */
 const route_t *req_route(const at_req_t *req);
