@@ -9,6 +9,12 @@ PYTEST      ?= /usr/bin/python3 -m pytest
 # 1: make test also builds the docker-compose stack in its own dockerd and
 # checks every role comes up (tests/integration/test_compose.py, ~2-4 min).
 TEST_DOCKER ?= 1
+# npm packages of the /docs page and the OpenAPI validator (gateway/docs):
+# installed when missing or older than the lockfile; a failure (offline)
+# leaves /docs answering 503 and the build going on.
+DOCS_NPM = [ gateway/docs/node_modules/.package-lock.json -nt gateway/docs/package-lock.json ] \
+  || (cd gateway/docs && npm ci --no-audit --no-fund --ignore-scripts) \
+  || echo "make: npm ci in gateway/docs failed; /docs stays unavailable" >&2
 
 .PHONY: all deps build build-test run test unit integration bench format lint clean
 
@@ -16,6 +22,7 @@ all: build
 
 deps:
 	@deploy/local/install-deps
+	@$(DOCS_NPM)
 
 build: deps
 	cmake -S . -B $(RELEASE_DIR) -DCMAKE_BUILD_TYPE=Release -DATELIER_TESTS=OFF >/dev/null
@@ -23,6 +30,7 @@ build: deps
 
 build-test:
 	@deploy/local/install-deps $(if $(filter 1,$(TEST_DOCKER)),--docker)
+	@$(DOCS_NPM)
 	cmake -S . -B $(TEST_DIR) -DCMAKE_BUILD_TYPE=Debug -DATELIER_SANITIZE=ON >/dev/null
 	cmake --build $(TEST_DIR) -j$(JOBS)
 

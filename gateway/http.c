@@ -47,6 +47,7 @@ struct at_req {
     int status;
     char content_type[96];
     char *resp;
+    int resp_borrowed; /* resp outlives the request (req_send_static) */
     size_t resp_len, resp_off;
     int headers_sent;
     char *extra_name[MAX_EXTRA_HEADERS], *extra_value[MAX_EXTRA_HEADERS];
@@ -100,7 +101,8 @@ static void req_free(at_req_t *r)
         free(r->extra_value[i]);
     }
     free(r->body);
-    free(r->resp);
+    if (!r->resp_borrowed)
+        free(r->resp);
     free(r->path);
     free(r);
 }
@@ -198,6 +200,11 @@ json_t *req_json_body(at_req_t *r)
         return NULL;
     }
     return j;
+}
+
+json_t *req_json_body_optional(at_req_t *r)
+{
+    return r->body_len == 0 ? json_object() : req_json_body(r);
 }
 
 void req_add_header(at_req_t *r, const char *name, const char *value)
@@ -304,16 +311,21 @@ void req_stream_wake(at_req_t *r)
         lws_callback_on_writable(r->wsi);
 }
 
-void req_send(at_req_t *r, int status, const char *content_type, char *body, size_t len)
+/* The one way an answer with a body in memory is queued; borrowed bodies
+ * are never freed here. */
+static void send_body(at_req_t *r, int status, const char *content_type, char *body, size_t len,
+                      int borrowed)
 {
     if (begin_answer(r) != 0) {
-        free(body);
+        if (!borrowed)
+            free(body);
         return;
     }
     r->status = status;
     snprintf(r->content_type, sizeof r->content_type, "%s",
              content_type ? content_type : "application/json");
     r->resp = body;
+    r->resp_borrowed = borrowed;
     r->resp_len = body ? len : 0;
     access_log(r);
     if (!r->wsi) {
@@ -321,6 +333,17 @@ void req_send(at_req_t *r, int status, const char *content_type, char *body, siz
         return;
     }
     lws_callback_on_writable(r->wsi);
+}
+
+void req_send(at_req_t *r, int status, const char *content_type, char *body, size_t len)
+{
+    send_body(r, status, content_type, body, len, 0);
+}
+
+void req_send_static(at_req_t *r, int status, const char *content_type, const char *body,
+                     size_t len)
+{
+    send_body(r, status, content_type, (char *)body, len, 1);
 }
 
 void req_json(at_req_t *r, int status, json_t *body)
@@ -451,7 +474,7 @@ static size_t body_limit(const at_req_t *r)
         lim = 2 * (size_t)c->max_file_size + SMALL_BODY;
     else if (r->route && r->route->body == BODY_UPLOAD)
         lim = (size_t)c->upload_max_bytes;
-    if (lim > (size_t)c->http_max_body && r->route && r->route->body != BODY_SMALL)
+    if (r->route && r->route->body == BODY_FILE && lim > (size_t)c->http_max_body)
         lim = (size_t)c->http_max_body > SMALL_BODY ? (size_t)c->http_max_body : SMALL_BODY;
     return lim;
 }

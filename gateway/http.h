@@ -55,9 +55,14 @@ const route_t *req_route(const at_req_t *req);
 principal_t *req_principal_mut(at_req_t *req);
 /* Parse the body as a JSON object; on failure answers 400/422 and returns NULL. */
 json_t *req_json_body(at_req_t *req);
+/* The same, but an empty body is an empty object. */
+json_t *req_json_body_optional(at_req_t *req);
 
 /* Answers. body is taken (malloc'd); content_type NULL means JSON. */
 void req_send(at_req_t *req, int status, const char *content_type, char *body, size_t len);
+/* body is not taken: it must outlive the request (static or cached). */
+void req_send_static(at_req_t *req, int status, const char *content_type, const char *body,
+                     size_t len);
 void req_json(at_req_t *req, int status, json_t *body); /* body stolen */
 void req_error(at_req_t *req, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -71,8 +76,7 @@ void req_add_header(at_req_t *req, const char *name, const char *value);
  * req_stream_wake when it has). On a client that went away, pull is called
  * once with buf NULL so the producer can free itself. */
 typedef size_t req_pull_fn(void *arg, char *buf, size_t cap, int *done);
-void req_stream(at_req_t *req, int status, const char *content_type, req_pull_fn *pull,
-                void *arg);
+void req_stream(at_req_t *req, int status, const char *content_type, req_pull_fn *pull, void *arg);
 void req_stream_wake(at_req_t *req);
 
 /* Route parameters, set by the router. */

@@ -71,7 +71,8 @@
     X(INT, shutdown_timeout_ms, "ATELIER_SHUTDOWN_TIMEOUT_MS", NULL, "10000", 0, 600000,           \
       "On SIGTERM, time allowed for in-flight jobs to finish before exit.")                        \
     X(INT, http_max_body, "ATELIER_HTTP_MAX_BODY", NULL, "8388608", 1024, 1073741824,              \
-      "Largest HTTP request body the gateway reads, in bytes.")                                    \
+      "Cap on the body of one file write (whose own limit is 2 x `MAX_FILE_SIZE` + 64 KiB for "    \
+      "JSON escaping). JSON requests take 64 KiB; uploads `ATELIER_UPLOAD_MAX_BYTES`.")            \
     X(BOOL, access_log, "ATELIER_ACCESS_LOG", NULL, "true", 0, 0,                                  \
       "Log one line per HTTP request (method, path, status, ms).")                                 \
     X(STR, auth_mode, "ATELIER_AUTH", NULL, "strict", 0, 0,                                        \
@@ -98,7 +99,11 @@
       "Files and folders one workspace may hold.")                                                 \
     X(STR, workspace_url_template, "ATELIER_WORKSPACE_URL", NULL,                                  \
       "http://127.0.0.1:8080/#/session/{uuid}", 0, 0,                                              \
-      "The `workspace_url` answered for a session; `{uuid}` is replaced by the session uuid.")
+      "The `workspace_url` answered for a session; `{uuid}` is replaced by the session uuid.")     \
+    X(STR, web_root, "ATELIER_WEB_ROOT", NULL, "", 0, 0,                                           \
+      "Folder the gateway serves static assets from (`/docs` reads "                               \
+      "`docs/node_modules/redoc/bundles/` under it). Empty: the source tree's `gateway/` "         \
+      "folder compiled in, where `make deps` installs them.")
 
 typedef struct at_config {
 #define AT_CFG_FIELD_STR(f) char *f;
