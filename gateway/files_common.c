@@ -282,47 +282,42 @@ const char *files_json_str(at_req_t *req, json_t *body, const char *name, size_t
     return json_string_value(v);
 }
 
+/* The escape each byte needs: 0 none, a letter for "\\x", 'u' for \\u00XX. */
+static unsigned char escape_of[256];
+
+static void escape_table(void)
+{
+    for (int c = 0; c < 0x20; c++)
+        escape_of[c] = 'u';
+    escape_of['"'] = '"';
+    escape_of['\\'] = '\\';
+    escape_of['\n'] = 'n';
+    escape_of['\r'] = 'r';
+    escape_of['\t'] = 't';
+    escape_of['\b'] = 'b';
+    escape_of['\f'] = 'f';
+}
+
 size_t files_json_escape(char *out, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
-    size_t o = 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        char e = 0;
-        switch (c) {
-        case '"':
-            e = '"';
+    if (!escape_of[0])
+        escape_table();
+    size_t o = 0, i = 0;
+    while (i < n) {
+        size_t run = i; /* bytes copied as they are, UTF-8 sequences included */
+        while (run < n && !escape_of[(unsigned char)s[run]])
+            run++;
+        if (out)
+            memcpy(out + o, s + i, run - i);
+        o += run - i;
+        if (run == n)
             break;
-        case '\\':
-            e = '\\';
-            break;
-        case '\n':
-            e = 'n';
-            break;
-        case '\r':
-            e = 'r';
-            break;
-        case '\t':
-            e = 't';
-            break;
-        case '\b':
-            e = 'b';
-            break;
-        case '\f':
-            e = 'f';
-            break;
-        default:
-            if (c >= 0x20) { /* as is, UTF-8 sequences included */
-                if (out)
-                    out[o] = (char)c;
-                o++;
-                continue;
-            }
-        }
-        if (e) {
+        unsigned char c = (unsigned char)s[run], e = escape_of[c];
+        if (e != 'u') {
             if (out) {
                 out[o] = '\\';
-                out[o + 1] = e;
+                out[o + 1] = (char)e;
             }
             o += 2;
         } else {
@@ -333,6 +328,7 @@ size_t files_json_escape(char *out, const char *s, size_t n)
             }
             o += 6;
         }
+        i = run + 1;
     }
     return o;
 }

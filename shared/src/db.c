@@ -1,5 +1,6 @@
 #include "atelier/db.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +11,18 @@
 
 #define RECONNECT_MIN_MS 100
 #define RECONNECT_MAX_MS 5000
+/* Statements each connection keeps prepared (by SQL text): parse and plan
+ * once, not per query. Past the cap (one-off dynamic SQL) queries run
+ * unprepared. */
+#define STMT_MAX 256
+#define STMT_BUCKETS 512
+
+typedef struct stmt {
+    struct stmt *next;
+    uint64_t hash;
+    char name[16];
+    char *sql;
+} stmt_t;
 
 typedef struct query {
     struct query *next;
@@ -35,6 +48,9 @@ typedef struct conn {
     query_t *q;       /* the query running on this connection */
     PGresult *result; /* last result of the running query */
     char err[512];
+    stmt_t *stmts[STMT_BUCKETS];
+    int nstmts;
+    stmt_t *preparing; /* PQsendPrepare in flight for c->q */
 } conn_t;
 
 struct at_db {
@@ -64,6 +80,41 @@ static void query_free(query_t *q)
 static void conn_connect(conn_t *c);
 static void dispatch(at_db_t *db);
 
+static uint64_t sql_hash(const char *s)
+{
+    uint64_t h = 1469598103934665603ull;
+    while (*s)
+        h = (h ^ (unsigned char)*s++) * 1099511628211ull;
+    return h;
+}
+
+static stmt_t *stmt_find(conn_t *c, const char *sql, uint64_t h)
+{
+    for (stmt_t *st = c->stmts[h % STMT_BUCKETS]; st; st = st->next)
+        if (st->hash == h && !strcmp(st->sql, sql))
+            return st;
+    return NULL;
+}
+
+/* Forget every prepared statement (they die with the server session). */
+static void stmts_clear(conn_t *c)
+{
+    for (int i = 0; i < STMT_BUCKETS; i++) {
+        while (c->stmts[i]) {
+            stmt_t *st = c->stmts[i];
+            c->stmts[i] = st->next;
+            free(st->sql);
+            free(st);
+        }
+    }
+    c->nstmts = 0;
+    if (c->preparing) {
+        free(c->preparing->sql);
+        free(c->preparing);
+        c->preparing = NULL;
+    }
+}
+
 static void conn_down(conn_t *c, const char *why)
 {
     at_db_t *db = c->db;
@@ -80,6 +131,7 @@ static void conn_down(conn_t *c, const char *why)
         c->result = NULL;
     }
     c->state = CONN_DOWN;
+    stmts_clear(c);
     query_t *q = c->q;
     c->q = NULL;
     if (q) {
@@ -97,6 +149,34 @@ static void conn_down(conn_t *c, const char *why)
     if (c->backoff_ms > RECONNECT_MAX_MS)
         c->backoff_ms = RECONNECT_MAX_MS;
     at_io_timer_start(c->retry, c->backoff_ms, 0);
+}
+
+/* The prepare of c->preparing finished with res: keep the statement and
+ * send the query, or report the error (a bad statement) as the query's. */
+static int prepared_or_failed(conn_t *c, PGresult *res)
+{
+    stmt_t *st = c->preparing;
+    c->preparing = NULL;
+    if (res && PQresultStatus(res) == PGRES_COMMAND_OK) {
+        unsigned b = (unsigned)(st->hash % STMT_BUCKETS);
+        st->next = c->stmts[b];
+        c->stmts[b] = st;
+        c->nstmts++;
+        PQclear(res);
+        c->result = NULL;
+        query_t *q = c->q;
+        if (!PQsendQueryPrepared(c->pg, st->name, q->nparams, (const char *const *)q->params,
+                                 q->lengths, q->formats, 0))
+            return -1;
+        int f = PQflush(c->pg);
+        if (f < 0)
+            return -1;
+        at_io_watch_set(c->watch, f == 1 ? (AT_IO_READ | AT_IO_WRITE) : AT_IO_READ);
+        return 1;
+    }
+    free(st->sql);
+    free(st);
+    return 0; /* finish_query reports c->result */
 }
 
 static void finish_query(conn_t *c)
@@ -188,6 +268,15 @@ static void on_io(int fd, int events, void *arg)
         }
         while (!PQisBusy(c->pg)) {
             PGresult *res = PQgetResult(c->pg);
+            if (!res && c->preparing) {
+                int sent = prepared_or_failed(c, c->result);
+                if (sent < 0) {
+                    conn_down(c, PQerrorMessage(c->pg));
+                    return;
+                }
+                if (sent > 0)
+                    continue;
+            }
             if (!res) {
                 finish_query(c);
                 dispatch(c->db);
@@ -221,10 +310,28 @@ static void retry_cb(void *arg)
     conn_connect(arg);
 }
 
+/* Run q: as a prepared statement when this connection has (or can make)
+ * one for its SQL, else unnamed. A missing statement is prepared first; the
+ * query is sent when the prepare completes (prepared_or_failed). */
 static int conn_send(conn_t *c, query_t *q)
 {
-    if (!PQsendQueryParams(c->pg, q->sql, q->nparams, NULL, (const char *const *)q->params,
-                           q->lengths, q->formats, 0))
+    uint64_t h = sql_hash(q->sql);
+    stmt_t *st = stmt_find(c, q->sql, h);
+    int ok;
+    if (st) {
+        ok = PQsendQueryPrepared(c->pg, st->name, q->nparams, (const char *const *)q->params,
+                                 q->lengths, q->formats, 0);
+    } else if (c->nstmts < STMT_MAX && (st = calloc(1, sizeof *st)) && (st->sql = strdup(q->sql))) {
+        st->hash = h;
+        snprintf(st->name, sizeof st->name, "s%d", c->nstmts);
+        ok = PQsendPrepare(c->pg, st->name, q->sql, q->nparams, NULL);
+        c->preparing = st;
+    } else {
+        free(st);
+        ok = PQsendQueryParams(c->pg, q->sql, q->nparams, NULL, (const char *const *)q->params,
+                               q->lengths, q->formats, 0);
+    }
+    if (!ok)
         return -1;
     c->q = q;
     c->state = CONN_BUSY;
