@@ -357,6 +357,14 @@ def _get_json(url, timeout=5):
         return json.loads(r.read().decode())
 
 
+def _post_json(url, body, headers=None, timeout=10):
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                 headers=dict({"Content-Type": "application/json"},
+                                              **(headers or {})))
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        return json.loads(r.read().decode())
+
+
 def _summary(h):
     return {
         "status": h.get("status"),
@@ -443,6 +451,23 @@ def test_compose_stack_scales_and_is_healthy(dockerd):
         probe = probed.get("probe") or {}
         for role in ("session-manager", "sync-worker", "backup-worker"):
             assert probe.get(role, {}).get("ok"), "probe %s: %s" % (role, probe.get(role))
+
+        # The record API works in the containers: a user registers, logs in,
+        # creates a session and saves a file; the API page is served.
+        base = "http://127.0.0.1:%d" % port
+        email = "compose-%s@example.com" % uuid.uuid4().hex[:6]
+        creds = {"email": email, "password": "compose-password"}
+        _post_json(base + "/api/users/register", creds)
+        token = _post_json(base + "/api/users/login", creds)["access_token"]
+        auth = {"Authorization": "Bearer " + token}
+        sess = _post_json(base + "/api/sessions", {"name": "compose"}, auth)
+        assert sess["status"] == "initializing"
+        saved = _post_json(base + "/api/workspace/%s/file/hello.py" % sess["uuid"],
+                           {"content": "print('hi')\n"}, auth)
+        assert saved["success"] and saved["size"] == 12
+        assert "/api/sessions" in _get_json(base + "/openapi.json")["paths"]
+        with urllib.request.urlopen(base + "/docs/redoc.standalone.js", timeout=10) as r:
+            assert r.status == 200 and len(r.read()) > 100000
 
         # The session-manager container can make a bubblewrap sandbox (the
         # capabilities docker-compose.yml grants it are enough).

@@ -656,8 +656,8 @@ HOSTILE_BODY_PATHS = [
 
 
 @pytest.mark.xfail(strict=True, reason="libwebsockets 4.1 ends the URL at a decoded %0A/%0D and "
-                   "hands the gateway the part before it, so PUT .../files/x%0Ay writes 'x'; "
-                   "the gateway cannot see the rest (needs a check in http.c)")
+                   "hands the gateway only the part before it (PUT .../files/x%0Ay writes 'x'); "
+                   "the decoded URI and its length both end there, so the gateway cannot tell")
 def test_url_with_encoded_newline_is_refused(stack):
     w = open_workspace(stack)
     before = snapshot(stack)
