@@ -8,6 +8,7 @@
 #include "atelier/queue.h"
 #include "atelier/util.h"
 #include "auth.h"
+#include "records.h"
 #include "replies.h"
 #include "routes.h"
 
@@ -69,7 +70,8 @@ void route_job_get(at_req_t *req)
     /* a user sees the jobs of their own sessions; admins see every job */
     const principal_t *pr = req_principal(req);
     char scope[24];
-    snprintf(scope, sizeof scope, "%lld", pr->is_admin || pr->service ? 0LL : (long long)pr->user_id);
+    snprintf(scope, sizeof scope, "%lld",
+             pr->is_admin || pr->service ? 0LL : (long long)pr->user_id);
     const char *p[] = {id, scope};
     if (at_db_query(req_gw(req)->db,
                     "SELECT " JOB_COLUMNS " FROM jobs WHERE id = $1 AND ($2::bigint = 0 OR "
@@ -183,11 +185,23 @@ void route_job_create(at_req_t *req)
         c->wait = json_is_true(json_object_get(body, "wait"));
         c->timeout_ms = timeout ? json_integer_value(timeout) : req_gw(req)->cfg.reply_timeout_ms;
         char *args_text = args ? json_dumps(args, JSON_COMPACT) : strdup("{}");
-        const char *p[] = {c->job.id, kind, role, session ? session : "", args_text};
+        char uid[24];
+        const char *p[8];
+        audit_params(req, p, uid);
+        p[3] = c->job.id;
+        p[4] = kind;
+        p[5] = role;
+        p[6] = session ? session : "";
+        p[7] = args_text;
         if (at_db_query(req_gw(req)->db,
-                        "INSERT INTO jobs (id, kind, role, session, state, args) VALUES "
-                        "($1, $2, $3, NULLIF($4, ''), 'queued', $5::jsonb)",
-                        5, p, row_inserted, c) != AT_OK) {
+                        "WITH j AS (INSERT INTO jobs (id, kind, role, session, state, args) "
+                        "VALUES ($4, $5, $6, NULLIF($7, ''), 'queued', $8::jsonb) "
+                        "RETURNING id, kind, role), "
+                        "a AS (" AUDIT_FROM("job.enqueue", "j.id::text",
+                                            "json_build_object('kind', j.kind, 'role', j.role)",
+                                            "j") ") "
+                                                 "SELECT 1",
+                        8, p, row_inserted, c) != AT_OK) {
             req_error(req, 503, "Database busy");
             create_free(c);
         }
