@@ -198,10 +198,7 @@ static void limited(int allowed, int64_t retry_ms, void *arg)
         run_handler(p);
         return;
     }
-    char ra[24];
-    snprintf(ra, sizeof ra, "%lld", (long long)((retry_ms + 999) / 1000));
-    req_add_header(p->req, "retry-after", ra);
-    req_error(p->req, 429, "Too many requests; retry in %s s", ra);
+    req_too_many(p->req, retry_ms, "Too many requests");
     free(p);
 }
 

@@ -8,16 +8,11 @@
 
 #include "atelier/log.h"
 #include "atelier/util.h"
-#include "auth.h"
 
 fop_t *fop_begin(at_req_t *req, int change)
 {
     const char *sess, *ws;
-    if (!workspace_ref(req_param(req, 0), &sess, &ws)) {
-        req_error(req, 422, "Invalid workspace id: expected a session uuid or a workspace id");
-        return NULL;
-    }
-    int64_t scope = auth_scope(req, req_query(req, "user_id"));
+    int64_t scope = workspace_scope(req, &sess, &ws);
     if (scope < 0)
         return NULL; /* answered */
     fop_t *op = calloc(1, sizeof *op);
@@ -197,17 +192,6 @@ int fop_failed(fop_t *op, PGresult *res, const char *err, const char *what, int 
     return 1;
 }
 
-/* A job row whose stream entry cannot be made: say so in the row, so it is
- * not mistaken for one waiting in the queue. */
-static void mark_dead(gateway_t *gw, const char *id, const char *why)
-{
-    const char *p[] = {id, why};
-    at_db_query(
-        gw->db,
-        "UPDATE jobs SET state = 'dead', error = $2, updated_at = now() WHERE id = $1::uuid", 2, p,
-        NULL, NULL);
-}
-
 void files_push_jobs(gateway_t *gw, PGresult *res, int col)
 {
     if (PQntuples(res) == 0 || PQgetisnull(res, 0, col))
@@ -225,18 +209,8 @@ void files_push_jobs(gateway_t *gw, PGresult *res, int col)
     {
         const char *id = json_string_value(json_object_get(it, "id"));
         const char *session = json_string_value(json_object_get(it, "session"));
-        if (!id)
-            continue;
-        at_job_t job;
-        at_err_t err = at_job_init(&job, "push", session, NULL, json_object_get(it, "args"));
-        if (err != AT_OK) {
-            at_error("event=push_job_invalid job=%s error=\"%s\"", id, at_strerror(err));
-            mark_dead(gw, id, "invalid job");
-            continue;
-        }
-        at_strlcpy(job.id, id, sizeof job.id); /* the id of the committed row */
-        enqueue_push(gw, "sync", &job, NULL, NULL);
-        at_job_clear(&job);
+        if (id)
+            enqueue_row(gw, "sync", id, "push", session, json_object_get(it, "args"), NULL, NULL);
     }
     json_decref(jobs);
 }

@@ -367,6 +367,14 @@ void req_error(at_req_t *r, int status, const char *fmt, ...)
     req_json(r, status, json_pack("{s:s}", "detail", msg));
 }
 
+void req_too_many(at_req_t *r, int64_t retry_ms, const char *what)
+{
+    char ra[24];
+    snprintf(ra, sizeof ra, "%lld", (long long)((retry_ms + 999) / 1000));
+    req_add_header(r, "retry-after", ra);
+    req_error(r, 429, "%s; retry in %s s", what, ra);
+}
+
 /* Copy the request line, query and the headers we keep, while lws still
  * holds them (they are gone once the transaction ends). */
 static void capture(at_req_t *r, struct lws *wsi, const char *uri)

@@ -12,6 +12,7 @@
 #include <jansson.h>
 #include <libwebsockets.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "auth.h"
 #include "gateway.h"
@@ -68,6 +69,9 @@ void req_error(at_req_t *req, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* Extra response header ("name", "value"); call before answering. */
 void req_add_header(at_req_t *req, const char *name, const char *value);
+/* Answer 429 "<what>; retry in N s" with Retry-After: N, the seconds until
+ * retry_ms has passed, rounded up (a rate limit said no). */
+void req_too_many(at_req_t *req, int64_t retry_ms, const char *what);
 
 /* A streamed answer of unknown length (the connection closes after it).
  * pull is called each time the socket can take more: it copies up to cap

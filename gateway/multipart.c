@@ -17,6 +17,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "chars.h"
+
 #define WHY(...) snprintf(why, whylen, __VA_ARGS__)
 
 static int is_ows(char c)
@@ -97,17 +99,6 @@ at_err_t mp_boundary(const char *ct, char *out, size_t cap, const char **why)
     return AT_EINVAL;
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* filename="..." as browsers encode it: only %22, %0D and %0A are escapes. */
 static char *decode_html5(slice_t v, size_t *outlen)
 {
@@ -117,7 +108,7 @@ static char *decode_html5(slice_t v, size_t *outlen)
     size_t k = 0;
     for (size_t i = 0; i < v.n; i++) {
         if (v.p[i] == '%' && i + 2 < v.n) {
-            int hi = hexval(v.p[i + 1]), lo = hexval(v.p[i + 2]);
+            int hi = hex_digit(v.p[i + 1]), lo = hex_digit(v.p[i + 2]);
             int c = hi < 0 || lo < 0 ? -1 : hi * 16 + lo;
             if (c == 0x22 || c == 0x0d || c == 0x0a) {
                 o[k++] = (char)c;
@@ -130,13 +121,6 @@ static char *decode_html5(slice_t v, size_t *outlen)
     o[k] = '\0';
     *outlen = k;
     return o;
-}
-
-/* RFC 5987 attr-char: what may appear unencoded in an ext-value. */
-static int attr_char(unsigned char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           (c && strchr("!#$&+-.^_`|~", c));
 }
 
 /* filename*=UTF-8'lang'percent-encoded; NULL with *bad set if malformed. */
@@ -154,8 +138,8 @@ static char *decode_ext(slice_t v, size_t *outlen, int *bad)
         return NULL;
     size_t k = 0;
     while (s < end) {
-        if (*s == '%' && end - s >= 3 && hexval(s[1]) >= 0 && hexval(s[2]) >= 0) {
-            o[k++] = (char)(hexval(s[1]) * 16 + hexval(s[2]));
+        if (*s == '%' && end - s >= 3 && hex_digit(s[1]) >= 0 && hex_digit(s[2]) >= 0) {
+            o[k++] = (char)(hex_digit(s[1]) * 16 + hex_digit(s[2]));
             s += 3;
         } else if (attr_char((unsigned char)*s)) {
             o[k++] = *s++;

@@ -42,23 +42,47 @@ static void pushed(at_err_t err, const char *entry_or_error, void *arg)
     free(p);
 }
 
-void enqueue_push(gateway_t *gw, const char *role, const at_job_t *job, enqueue_cb *cb, void *arg)
+static push_t *push_new(gateway_t *gw, const char *id, enqueue_cb *cb, void *arg)
 {
     push_t *p = calloc(1, sizeof *p);
     if (!p) {
         if (cb)
             cb(AT_ENOMEM, arg);
-        return;
+        return NULL;
     }
     p->gw = gw;
-    snprintf(p->id, sizeof p->id, "%s", job->id);
+    snprintf(p->id, sizeof p->id, "%s", id);
     p->cb = cb;
     p->arg = arg;
+    return p;
+}
+
+void enqueue_push(gateway_t *gw, const char *role, const at_job_t *job, enqueue_cb *cb, void *arg)
+{
+    push_t *p = push_new(gw, job->id, cb, arg);
+    if (!p)
+        return;
     const char *stream = at_queue_stream(role);
     at_err_t err =
         stream ? at_queue_push(gw->redis, stream, job, gw->cfg.queue_maxlen, pushed, p) : AT_EINVAL;
     if (err != AT_OK)
         pushed(err, at_strerror(err), p);
+}
+
+void enqueue_row(gateway_t *gw, const char *role, const char *id, const char *kind,
+                 const char *session, const json_t *args, enqueue_cb *cb, void *arg)
+{
+    at_job_t job;
+    at_err_t err = at_job_init(&job, kind, session, NULL, args);
+    if (err != AT_OK) { /* never leave the row queued with nothing on the stream */
+        push_t *p = push_new(gw, id, cb, arg);
+        if (p)
+            pushed(err, at_strerror(err), p);
+        return;
+    }
+    at_strlcpy(job.id, id, sizeof job.id); /* the id of the committed row */
+    enqueue_push(gw, role, &job, cb, arg);
+    at_job_clear(&job);
 }
 
 void req_db_error(at_req_t *req, const char *what, const char *err)
@@ -103,6 +127,15 @@ int session_id_valid(const char *id)
         return 1;
     size_t n = strlen(id);
     return n == 8 && strspn(id, "0123456789abcdef") == 8;
+}
+
+int64_t workspace_scope(at_req_t *req, const char **sess, const char **ws)
+{
+    if (!workspace_ref(req_param(req, 0), sess, ws)) {
+        req_error(req, 422, "Invalid workspace id: expected a session uuid or a workspace id");
+        return -1;
+    }
+    return auth_scope(req, req_query(req, "user_id"));
 }
 
 int workspace_ref(const char *id, const char **sess, const char **ws)

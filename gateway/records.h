@@ -24,7 +24,7 @@
 #define SQL_ISO(col) "to_char((" col ") AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
 
 /* One audit_log row per row of `from` (a CTE or table expression). */
-#define AUDIT_FROM(action, target, detail, from)                                                  \
+#define AUDIT_FROM(action, target, detail, from)                                                   \
     "INSERT INTO audit_log (actor, user_id, action, target, detail, ip) SELECT $1, "               \
     "NULLIF($2, '')::bigint, '" action "', " target ", " detail ", $3 FROM " from
 
@@ -43,6 +43,10 @@
 int workspace_ref(const char *id, const char **sess, const char **ws);
 /* 1 if id has the shape of a session uuid (UUID or 8 hex digits). */
 int session_id_valid(const char *id);
+/* Route parameter 0 as a workspace {id} (workspace_ref into *sess, *ws) and
+ * the scope of ?user_id= (auth_scope); answers 422 (malformed id) or 403
+ * and returns -1 when refused. */
+int64_t workspace_scope(at_req_t *req, const char **sess, const char **ws);
 
 /* $1..$3 for AUDIT_FROM; uid_buf holds the user id text. */
 void audit_params(const at_req_t *req, const char *p[3], char uid_buf[24]);
@@ -51,6 +55,12 @@ void audit_params(const at_req_t *req, const char *p[3], char uid_buf[24]);
  * On failure the row is marked dead with the error. cb may be NULL. */
 typedef void enqueue_cb(at_err_t err, void *arg);
 void enqueue_push(gateway_t *gw, const char *role, const at_job_t *job, enqueue_cb *cb, void *arg);
+/* The same for a jobs row the caller's statement returned: id, kind,
+ * session (NULL for none) and args (a JSON object, NULL for none). A job
+ * that cannot be built from them fails like a push: row marked dead, cb
+ * called with the error. */
+void enqueue_row(gateway_t *gw, const char *role, const char *id, const char *kind,
+                 const char *session, const json_t *args, enqueue_cb *cb, void *arg);
 
 /* SQLSTATE of a failed statement ("23505"), "" if unknown. */
 const char *db_sqlstate(const PGresult *res);

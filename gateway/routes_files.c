@@ -251,11 +251,17 @@ static void add_etag(at_req_t *req, const char *sha)
     req_add_header(req, "etag", tag);
 }
 
-/* The path in route parameter 1 into op->path; answers 422 when refused. */
-static int url_path(fop_t *op)
+/* fop_begin for a route with the item's path in parameter 1, confined into
+ * op->path; answers (and returns NULL) when either is refused. */
+static fop_t *fop_begin_path(at_req_t *req, int change)
 {
-    const char *path = req_param(op->req, 1);
-    return fop_path(op, "path", path, strlen(path), op->path);
+    fop_t *op = fop_begin(req, change);
+    const char *path = req_param(req, 1);
+    if (op && fop_path(op, "path", path, strlen(path), op->path) != 0) {
+        fop_free(op);
+        return NULL;
+    }
+    return op;
 }
 
 static void answer_full(fop_t *op)
@@ -379,13 +385,9 @@ static void get_done(PGresult *res, const char *err, void *arg)
 
 void route_file_get(at_req_t *req)
 {
-    fop_t *op = fop_begin(req, 0);
+    fop_t *op = fop_begin_path(req, 0);
     if (!op)
         return;
-    if (url_path(op) != 0) {
-        fop_free(op);
-        return;
-    }
     switch (ws_cache_get(req_param(req, 0), op->scope_id, op->ws)) {
     case 1:
         op->np = 0;
@@ -427,11 +429,11 @@ static void put_done(PGresult *res, const char *err, void *arg)
 
 void route_file_put(at_req_t *req)
 {
-    fop_t *op = fop_begin(req, 1);
+    fop_t *op = fop_begin_path(req, 1);
     fcontent_t c;
     if (!op)
         return;
-    if (url_path(op) != 0 || files_content(op, &c) != 0) {
+    if (files_content(op, &c) != 0) {
         fop_free(op);
         return;
     }
@@ -478,13 +480,9 @@ static void delete_done(PGresult *res, const char *err, void *arg)
 
 void route_file_delete(at_req_t *req)
 {
-    fop_t *op = fop_begin(req, 1);
+    fop_t *op = fop_begin_path(req, 1);
     if (!op)
         return;
-    if (url_path(op) != 0) {
-        fop_free(op);
-        return;
-    }
     fop_if_match(op);
     op->recursive = is_true(req_query(req, "recursive"));
     fop_param(op, op->path);

@@ -238,7 +238,7 @@ static void op_retry_on_conflict(op_t *op, const char *message)
     op->conflict = message;
 }
 
-/* A job's push ended; enqueue_push has already marked the jobs row dead
+/* A job's push ended; enqueue_row has already marked the jobs row dead
  * and logged if it failed. The record is committed either way, so the
  * answer is the same: GET /api/jobs/{id} tells the job's fate. */
 static void op_pushed(at_err_t err, void *arg)
@@ -255,24 +255,11 @@ static void op_pushed(at_err_t err, void *arg)
  * row holds the same id, kind, session and args. */
 static void op_push(op_t *op, PGresult *res)
 {
-    const char *args_text = PQgetvalue(res, 0, C_JOB_ARGS);
-    json_t *args = json_loads(args_text, 0, NULL);
-    at_job_t job;
-    at_err_t err = at_job_init(&job, PQgetvalue(res, 0, C_JOB_KIND),
-                               PQgetvalue(res, 0, C_JOB_SESSION), NULL, args);
+    json_t *args = json_loads(PQgetvalue(res, 0, C_JOB_ARGS), 0, NULL);
+    enqueue_row(req_gw(op->req), "session", PQgetvalue(res, 0, C_JOB),
+                PQgetvalue(res, 0, C_JOB_KIND), PQgetvalue(res, 0, C_JOB_SESSION), args, op_pushed,
+                op); /* may answer at once */
     json_decref(args);
-    if (err != AT_OK) { /* not for the jobs written here; never leave the row queued */
-        const char *p[] = {PQgetvalue(res, 0, C_JOB), at_strerror(err)};
-        at_db_query(req_gw(op->req)->db,
-                    "UPDATE jobs SET state = 'dead', error = 'encode failed: ' || $2, "
-                    "updated_at = now() WHERE id = $1",
-                    2, p, NULL, NULL);
-        op_pushed(err, op);
-        return;
-    }
-    at_strlcpy(job.id, PQgetvalue(res, 0, C_JOB), sizeof job.id);
-    enqueue_push(req_gw(op->req), "session", &job, op_pushed, op); /* may answer at once */
-    at_job_clear(&job);
 }
 
 static void op_done(PGresult *res, const char *err, void *arg)
@@ -335,27 +322,59 @@ static void op_run(op_t *op, const char *sql, int n, const char *const *params)
     }
 }
 
-/* A session uuid from a client, lower-cased (uuids are stored so; hex
- * digits compare case-insensitively), or 0 after answering 422. */
-static int session_key(at_req_t *req, const char *raw, char out[AT_UUID_LEN + 1])
+/* A client's id lower-cased into out (uuids are stored so; hex digits
+ * compare case-insensitively); 0 when it is missing or too long for an id. */
+static int id_key(const char *raw, char out[AT_UUID_LEN + 1])
 {
     size_t n = raw ? strlen(raw) : AT_UUID_LEN + 1;
-    if (n <= AT_UUID_LEN) {
-        for (size_t i = 0; i <= n; i++)
-            out[i] = (char)tolower((unsigned char)raw[i]);
-        if (session_id_valid(out))
-            return 1;
-    }
+    if (n > AT_UUID_LEN)
+        return 0;
+    for (size_t i = 0; i <= n; i++)
+        out[i] = (char)tolower((unsigned char)raw[i]);
+    return 1;
+}
+
+/* Run a change that queues a job. Its statement takes $1..$3 for the audit
+ * row (records.h), $4 the caller's scope (0 = any user), $5 the new job's
+ * id, then the operation's own parameters from $6. */
+static void op_write(op_t *op, int64_t scope, const char *sql, int n, const char *const *own)
+{
+    char audit_uid[24], sc[24], job_id[AT_UUID_LEN + 1];
+    const char *p[OP_MAX_PARAMS];
+    if (5 + n > OP_MAX_PARAMS)
+        abort(); /* a statement with more parameters than declared is a bug */
+    audit_params(op->req, p, audit_uid);
+    snprintf(sc, sizeof sc, "%lld", (long long)scope);
+    at_uuid4(job_id);
+    p[3] = sc;
+    p[4] = job_id;
+    for (int i = 0; i < n; i++)
+        p[5 + i] = own[i];
+    op_run(op, sql, 5 + n, p);
+}
+
+/* A session uuid from a client, lower-cased, or 0 after answering 422. */
+static int session_key(at_req_t *req, const char *raw, char out[AT_UUID_LEN + 1])
+{
+    if (id_key(raw, out) && session_id_valid(out))
+        return 1;
     req_error(req, 422, "Invalid session uuid: expected a UUID or 8 hex digits");
+    return 0;
+}
+
+/* The check of a statement that answers its one row, or none when what it
+ * names is not there (or not the caller's): then status and detail. */
+static int one_row(at_req_t *req, PGresult *res, int status, const char *detail)
+{
+    if (PQntuples(res) == 1)
+        return 1;
+    req_error(req, status, "%s", detail);
     return 0;
 }
 
 static int found_or_404(at_req_t *req, PGresult *res)
 {
-    if (PQntuples(res) == 1)
-        return 1;
-    req_error(req, 404, "Session not found");
-    return 0;
+    return one_row(req, res, 404, "Session not found");
 }
 
 /* ---- create ---------------------------------------------------------------- */
@@ -409,19 +428,13 @@ static const char create_sql[] =
 /* No row: the user named does not exist. */
 static int user_or_404(at_req_t *req, PGresult *res)
 {
-    if (PQntuples(res) == 1)
-        return 1;
-    req_error(req, 404, "User not found");
-    return 0;
+    return one_row(req, res, 404, "User not found");
 }
 
 /* No row, for a user creating for itself by external id: not its own. */
 static int own_or_403(at_req_t *req, PGresult *res)
 {
-    if (PQntuples(res) == 1)
-        return 1;
-    req_error(req, 403, "user_id does not match the authenticated user");
-    return 0;
+    return one_row(req, res, 403, "user_id does not match the authenticated user");
 }
 
 /* The e-mail of a user the Client API creates: its user_id when that looks
@@ -534,15 +547,15 @@ void session_list(at_req_t *req, int64_t scope, int include_terminated, int limi
 /* clang-format off */
 static const char delete_sql[] =
     "WITH cur AS (SELECT * FROM code_sessions"
-    "  WHERE uuid = $4 AND ($5::bigint = 0 OR user_id = $5::bigint) AND status <> 'terminated'"
+    "  WHERE uuid = $6 AND ($4::bigint = 0 OR user_id = $4::bigint) AND status <> 'terminated'"
     "  FOR UPDATE), "
     "upd AS (UPDATE code_sessions c SET status = 'terminating', is_active = false,"
     "    status_message = 'Deletion queued: backup, then cleanup', updated_at = now()"
     "  FROM cur WHERE c.id = cur.id AND cur.status <> 'terminating' RETURNING c.*), "
     "s AS (SELECT * FROM upd UNION ALL SELECT * FROM cur WHERE status = 'terminating'), "
-    "j AS (" SQL_JOB("$6", "'delete'", "'{\"backup\": true}'", "upd") "), "
+    "j AS (" SQL_JOB("$5", "'delete'", "'{\"backup\": true}'", "upd") "), "
     "a AS (" AUDIT_FROM("session.delete", "upd.uuid",
-                        "jsonb_build_object('job_id', $6::text, 'workspace_id', upd.workspace_id)",
+                        "jsonb_build_object('job_id', $5::text, 'workspace_id', upd.workspace_id)",
                         "upd") ") "
     "SELECT " SESSION_COLUMNS
     WRITE_TAIL("coalesce(j.id::text, (SELECT id::text FROM jobs WHERE session = s.uuid"
@@ -562,20 +575,14 @@ static json_t *delete_render(at_req_t *req, PGresult *res, const void *ctx)
 /* message: the family's wording, a string with static lifetime. */
 void session_delete(at_req_t *req, const char *raw_uuid, int64_t scope, const char *message)
 {
-    char uuid[AT_UUID_LEN + 1], sc[24], job_id[AT_UUID_LEN + 1], audit_uid[24];
+    char uuid[AT_UUID_LEN + 1];
     if (!session_key(req, raw_uuid, uuid))
         return;
     op_t *op = op_new(req, "session.delete", 202, found_or_404, delete_render, message);
     if (!op)
         return;
-    snprintf(sc, sizeof sc, "%lld", (long long)scope);
-    at_uuid4(job_id);
-    const char *p[6];
-    audit_params(req, p, audit_uid);
-    p[3] = uuid;
-    p[4] = sc;
-    p[5] = job_id;
-    op_run(op, delete_sql, 6, p);
+    const char *own[] = {uuid};
+    op_write(op, scope, delete_sql, 1, own);
 }
 
 /* ---- actions: sleep, wake, scale, chat -------------------------------------- */
@@ -586,17 +593,17 @@ void session_delete(at_req_t *req, const char *raw_uuid, int64_t scope, const ch
 /* clang-format off */
 #define ACTION_SQL(audit)                                                                          \
     "WITH s AS (SELECT * FROM code_sessions"                                                       \
-    "  WHERE uuid = $4 AND ($5::bigint = 0 OR user_id = $5::bigint) FOR SHARE), "                  \
+    "  WHERE uuid = $6 AND ($4::bigint = 0 OR user_id = $4::bigint) FOR SHARE), "                  \
     "live AS (SELECT * FROM s WHERE status NOT IN ('terminating', 'terminated')), "                \
     "m AS (INSERT INTO chat_messages (session_uuid, user_id, role, message, job_id)"               \
-    "  SELECT uuid, user_id, 'user', $9::text, $6::uuid FROM live WHERE $9::text IS NOT NULL"      \
+    "  SELECT uuid, user_id, 'user', $9::text, $5::uuid FROM live WHERE $9::text IS NOT NULL"      \
     "  RETURNING id), "                                                                            \
     "l AS (SELECT live.uuid, live.workspace_id,"                                                   \
     "    CASE WHEN m.id IS NULL THEN $8::jsonb"                                                    \
     "         ELSE $8::jsonb || jsonb_build_object('message_id', m.id) END AS args"                \
     "  FROM live LEFT JOIN m ON true), "                                                           \
-    "j AS (" SQL_JOB("$6", "$7::text", "l.args", "l") "), "                                        \
-    "a AS (" AUDIT_FROM(audit, "l.uuid", "l.args || jsonb_build_object('job_id', $6::text)",       \
+    "j AS (" SQL_JOB("$5", "$7::text", "l.args", "l") "), "                                        \
+    "a AS (" AUDIT_FROM(audit, "l.uuid", "l.args || jsonb_build_object('job_id', $5::text)",       \
                         "l") ") "                                                                  \
     "SELECT " SESSION_COLUMNS WRITE_TAIL("j.id::text", "coalesce(u.external_id, u.email)")         \
     ", (SELECT id::text FROM m)"                                                                   \
@@ -637,7 +644,7 @@ void session_action(at_req_t *req, const char *raw_uuid, int64_t scope, const ch
     for (size_t i = 0; i < sizeof actions / sizeof actions[0]; i++)
         if (!strcmp(actions[i].kind, kind))
             act = &actions[i];
-    char uuid[AT_UUID_LEN + 1], sc[24], job_id[AT_UUID_LEN + 1], audit_uid[24];
+    char uuid[AT_UUID_LEN + 1];
     if (!act) {
         req_error(req, 500, "Unknown session action %s", kind);
         return;
@@ -652,17 +659,8 @@ void session_action(at_req_t *req, const char *raw_uuid, int64_t scope, const ch
         free(args_text);
         return;
     }
-    snprintf(sc, sizeof sc, "%lld", (long long)scope);
-    at_uuid4(job_id);
-    const char *p[9];
-    audit_params(req, p, audit_uid);
-    p[3] = uuid;
-    p[4] = sc;
-    p[5] = job_id;
-    p[6] = act->kind;
-    p[7] = args_text;
-    p[8] = chat_message;
-    op_run(op, act->sql, 9, p);
+    const char *own[] = {uuid, act->kind, args_text, chat_message};
+    op_write(op, scope, act->sql, 4, own);
     free(args_text); /* the pool copied the parameters */
 }
 
@@ -674,13 +672,13 @@ void session_action(at_req_t *req, const char *raw_uuid, int64_t scope, const ch
  * not the caller's), C_UUID NULL when no session is live. */
 /* clang-format off */
 static const char shutdown_sql[] =
-    "WITH w AS (SELECT " SQL_WORKSPACE("$4::text", "$5", "$6") " AS id), "
+    "WITH w AS (SELECT " SQL_WORKSPACE("$6::text", "$7", "$4") " AS id), "
     "s AS (SELECT c.* FROM code_sessions c, w"
     "  WHERE c.workspace_id = w.id AND c.status NOT IN ('terminating', 'terminated')"
-    "  ORDER BY (c.uuid = $4::text) DESC, c.created_at DESC LIMIT 1 FOR SHARE OF c), "
-    "j AS (" SQL_JOB("$7", "'shutdown'", "'{}'", "s") "), "
+    "  ORDER BY (c.uuid = $6::text) DESC, c.created_at DESC LIMIT 1 FOR SHARE OF c), "
+    "j AS (" SQL_JOB("$5", "'shutdown'", "'{}'", "s") "), "
     "a AS (" AUDIT_FROM("workspace.shutdown", "s.workspace_id::text",
-                        "jsonb_build_object('session', s.uuid, 'job_id', $7::text)", "s") ") "
+                        "jsonb_build_object('session', s.uuid, 'job_id', $5::text)", "s") ") "
     "SELECT " SESSION_COLUMNS WRITE_TAIL("j.id::text", "coalesce(u.external_id, u.email)")
     ", w.id::text"
     " FROM w LEFT JOIN s ON true LEFT JOIN users u ON u.id = s.user_id LEFT JOIN j ON true";
@@ -701,27 +699,17 @@ static int shutdown_check(at_req_t *req, PGresult *res)
 
 void session_shutdown(at_req_t *req, const char *id, int64_t scope, session_render_fn *render)
 {
-    char key[AT_UUID_LEN + 1], sc[24], job_id[AT_UUID_LEN + 1], audit_uid[24];
+    char key[AT_UUID_LEN + 1];
     const char *sess, *ws;
-    size_t n = id ? strlen(id) : AT_UUID_LEN + 1;
-    for (size_t i = 0; n <= AT_UUID_LEN && i <= n; i++)
-        key[i] = (char)tolower((unsigned char)id[i]);
-    if (n > AT_UUID_LEN || !workspace_ref(key, &sess, &ws)) {
+    if (!id_key(id, key) || !workspace_ref(key, &sess, &ws)) {
         req_error(req, 422, "Invalid workspace id: expected a session uuid or a workspace id");
         return;
     }
     op_t *op = op_new(req, "workspace.shutdown", 202, shutdown_check, render, NULL);
     if (!op)
         return;
-    snprintf(sc, sizeof sc, "%lld", (long long)scope);
-    at_uuid4(job_id);
-    const char *p[7];
-    audit_params(req, p, audit_uid);
-    p[3] = sess;
-    p[4] = ws;
-    p[5] = sc;
-    p[6] = job_id;
-    op_run(op, shutdown_sql, 7, p);
+    const char *own[] = {sess, ws};
+    op_write(op, scope, shutdown_sql, 2, own);
 }
 
 /* ---- FastAPI family: /api/sessions ------------------------------------------ */

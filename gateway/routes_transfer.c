@@ -21,6 +21,7 @@
 #include "atelier/log.h"
 #include "atelier/path.h"
 #include "atelier/util.h"
+#include "chars.h"
 #include "multipart.h"
 #include "records.h"
 #include "routes.h"
@@ -38,11 +39,7 @@
 /* {id} and the caller's scope; answers 422/403 itself and returns 0. */
 static int workspace_args(at_req_t *req, const char **sess, const char **ws, char scope[24])
 {
-    if (!workspace_ref(req_param(req, 0), sess, ws)) {
-        req_error(req, 422, "Invalid workspace id: expected a session uuid or a workspace id");
-        return 0;
-    }
-    int64_t s = auth_scope(req, req_query(req, "user_id"));
+    int64_t s = workspace_scope(req, sess, ws);
     if (s < 0)
         return 0;
     snprintf(scope, 24, "%lld", (long long)s);
@@ -113,13 +110,6 @@ static void content_type(const char *path, char *out, size_t cap)
     snprintf(out, cap, "application/octet-stream");
 }
 
-/* RFC 5987 attr-char: sent as is in filename*, everything else %XX. */
-static int attr_char(unsigned char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           (c && strchr("!#$&+-.^_`|~", c));
-}
-
 /* Content-Disposition: attachment for a file name (RFC 6266): a quoted
  * ASCII filename, and for any other name an ASCII fallback plus filename*
  * (UTF-8, percent-encoded). name is at most AT_NAME_MAX + 4 bytes. */
@@ -183,24 +173,9 @@ static void upload_free(upload_t *u)
 
 static void upload_enqueue(upload_t *u, const char *job_id, const char *session, const char *args)
 {
-    gateway_t *gw = req_gw(u->req);
     json_t *a = json_loads(args, 0, NULL);
-    at_job_t job;
-    at_err_t err = at_job_init(&job, "push", session, NULL, a);
+    enqueue_row(req_gw(u->req), "sync", job_id, "push", session, a, NULL, NULL);
     json_decref(a);
-    if (err != AT_OK) {
-        at_error("event=job_init_failed req=%s job=%s error=\"%s\"", req_id(u->req), job_id,
-                 at_strerror(err));
-        const char *p[] = {job_id, at_strerror(err)};
-        at_db_query(gw->db,
-                    "UPDATE jobs SET state = 'dead', error = 'enqueue failed: ' || $2, "
-                    "updated_at = now() WHERE id = $1::uuid",
-                    2, p, NULL, NULL);
-        return;
-    }
-    at_strlcpy(job.id, job_id, sizeof job.id);
-    enqueue_push(gw, "sync", &job, NULL, NULL);
-    at_job_clear(&job);
 }
 
 static void upload_done(PGresult *res, const char *err, void *arg)

@@ -123,10 +123,7 @@ static void email_limited(int allowed, int64_t retry_ms, void *arg)
         a->next(a);
         return;
     }
-    char ra[24];
-    snprintf(ra, sizeof ra, "%lld", (long long)((retry_ms + 999) / 1000));
-    req_add_header(a->req, "retry-after", ra);
-    req_error(a->req, 429, "Too many attempts for this account; retry in %s s", ra);
+    req_too_many(a->req, retry_ms, "Too many attempts for this account");
     account_free(a);
 }
 

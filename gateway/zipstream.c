@@ -21,6 +21,7 @@
 
 #include "atelier/log.h"
 #include "atelier/util.h"
+#include "chars.h"
 
 #define ZIPSTREAM_CHUNK (64u << 10)   /* bytes fed to libarchive at once */
 #define ZIPSTREAM_WORK (1u << 20)     /* bytes fed per pull, at most */
@@ -89,17 +90,6 @@ static void zs_free(zipstream_t *z)
     free(z);
 }
 
-static int hex(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 char *zipstream_column(const PGresult *res, int row, int col, int is_bytea, size_t *len)
 {
     const char *v = PQgetvalue(res, row, col);
@@ -121,7 +111,7 @@ char *zipstream_column(const PGresult *res, int row, int col, int is_bytea, size
     if (!out)
         return NULL;
     for (size_t i = 0; i < m; i++) {
-        int hi = hex(v[2 + 2 * i]), lo = hex(v[3 + 2 * i]);
+        int hi = hex_digit(v[2 + 2 * i]), lo = hex_digit(v[3 + 2 * i]);
         if (hi < 0 || lo < 0) {
             free(out);
             return NULL;
