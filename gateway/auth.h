@@ -33,12 +33,12 @@ typedef enum { P_NONE = 0, P_USER, P_KEY, P_COMPAT } principal_kind_t;
 
 typedef struct principal {
     principal_kind_t kind;
-    int64_t user_id;  /* the user this caller is bound to; 0 for a service key */
-    int64_t key_id;   /* api_keys.id; 0 for the bootstrap key */
-    int is_admin;     /* may list every user, manage every key */
-    int service;      /* may act for any user_id it names */
+    int64_t user_id;     /* the user this caller is bound to; 0 for a service key */
+    int64_t key_id;      /* api_keys.id; 0 for the bootstrap key */
+    int is_admin;        /* may list every user, manage every key */
+    int service;         /* may act for any user_id it names */
     char token_hash[65]; /* sha256 of the token's jti (logout revokes it) */
-    char actor[48];   /* for audit_log: "user:12", "key:3", "key:bootstrap" */
+    char actor[48];      /* for audit_log: "user:12", "key:3", "key:bootstrap" */
 } principal_t;
 
 /* Load or create the JWT key, subscribe to revocations. */

@@ -225,8 +225,7 @@ static void trampoline(redisAsyncContext *ac, void *reply, void *privdata)
 }
 
 /* A call record for one command; NULL when the link is down (err says why). */
-static call_t *call_new(at_redis_t *r, at_redis_cb *cb, void *arg, int persistent,
-                        at_err_t *err)
+static call_t *call_new(at_redis_t *r, at_redis_cb *cb, void *arg, int persistent, at_err_t *err)
 {
     if (!r->up || !r->ac) {
         *err = AT_ECLOSED;

@@ -33,10 +33,10 @@ static void test_hmac(void **state)
     /* RFC 4231 test case 2 */
     unsigned char mac[32];
     at_hmac_sha256("Jefe", 4, "what do ya want for nothing?", 28, mac);
-    static const unsigned char want[32] = {
-        0x5b, 0xdc, 0xc1, 0x46, 0xbf, 0x60, 0x75, 0x4e, 0x6a, 0x04, 0x24,
-        0x26, 0x08, 0x95, 0x75, 0xc7, 0x5a, 0x00, 0x3f, 0x08, 0x9d, 0x27,
-        0x39, 0x83, 0x9d, 0xec, 0x58, 0xb9, 0x64, 0xec, 0x38, 0x43};
+    static const unsigned char want[32] = {0x5b, 0xdc, 0xc1, 0x46, 0xbf, 0x60, 0x75, 0x4e,
+                                           0x6a, 0x04, 0x24, 0x26, 0x08, 0x95, 0x75, 0xc7,
+                                           0x5a, 0x00, 0x3f, 0x08, 0x9d, 0x27, 0x39, 0x83,
+                                           0x9d, 0xec, 0x58, 0xb9, 0x64, 0xec, 0x38, 0x43};
     assert_memory_equal(mac, want, 32);
 }
 
@@ -133,9 +133,8 @@ static void test_tokens(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_sha256), cmocka_unit_test(test_hmac),
-        cmocka_unit_test(test_b64url), cmocka_unit_test(test_jwt),
-        cmocka_unit_test(test_bcrypt), cmocka_unit_test(test_tokens),
+        cmocka_unit_test(test_sha256), cmocka_unit_test(test_hmac),   cmocka_unit_test(test_b64url),
+        cmocka_unit_test(test_jwt),    cmocka_unit_test(test_bcrypt), cmocka_unit_test(test_tokens),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -16,7 +16,7 @@
 
 typedef struct {
     const char *in;
-    size_t len; /* 0: strlen(in) */
+    size_t len;      /* 0: strlen(in) */
     const char *out; /* NULL: refused */
 } case_t;
 
@@ -50,17 +50,19 @@ static const case_t cases[] = {
     {"a\\b", 0, NULL},
     {"..\\..\\windows", 0, NULL},
     {"C:\\x", 0, NULL},
-    {"a\x00" "b", 3, NULL},
+    {"a\x00"
+     "b",
+     3, NULL},
     {"a\nb", 0, NULL},
     {"a\rb", 0, NULL},
     {"a\tb", 0, NULL},
     {"bell\x07", 0, NULL},
     {"del\x7f", 0, NULL},
     {"bad\xff", 0, NULL},
-    {"overlong\xc0\xaf", 0, NULL},           /* overlong '/' */
-    {"overlong\xe0\x80\xaf", 0, NULL},       /* overlong '/' */
-    {"surrogate\xed\xa0\x80", 0, NULL},      /* U+D800 */
-    {"toobig\xf4\x90\x80\x80", 0, NULL},     /* U+110000 */
+    {"overlong\xc0\xaf", 0, NULL},       /* overlong '/' */
+    {"overlong\xe0\x80\xaf", 0, NULL},   /* overlong '/' */
+    {"surrogate\xed\xa0\x80", 0, NULL},  /* U+D800 */
+    {"toobig\xf4\x90\x80\x80", 0, NULL}, /* U+110000 */
     {"truncated\xe6\x97", 0, NULL},
     {"lonecont\x80", 0, NULL},
 };
