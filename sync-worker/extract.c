@@ -19,6 +19,7 @@
 #include <archive_entry.h>
 #include <errno.h>
 #include <grp.h>
+#include <locale.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,6 +80,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: atelier-extract --root /abs/dir [--uid N --gid N] < tar\n");
         return 2;
     }
+    /* pax names are UTF-8; write them as such (glibc's C.UTF-8 is built in,
+     * so it works after chroot too) */
+    setlocale(LC_CTYPE, "C.UTF-8");
     if (confine(root, uid, gid) != 0)
         return 1;
     umask(022);
