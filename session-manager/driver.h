@@ -1,0 +1,91 @@
+/*
+ * Runtime drivers (ARCHITECTURE.md, "Runtime drivers"): what the
+ * session-manager asks of a place that runs sandboxes. `local` (bubblewrap +
+ * cgroups + loop-mounted volumes on this host, local_driver.c) is the
+ * embedded default; `kubernetes` comes later behind the same table.
+ *
+ * Every operation may block (mkfs, mount, process launch, talking to a
+ * sandbox's init): the lifecycle code calls them on at_pool threads, never
+ * on the loop. They are idempotent, keyed by the session uuid, so a job that
+ * is redelivered after a crash can run them again: create on an existing
+ * volume, start on a running sandbox, stop on a stopped one and destroy on a
+ * missing one all succeed. Errors return -1 with a message in err.
+ */
+#ifndef SM_DRIVER_H
+#define SM_DRIVER_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define SM_ERR_MAX 512
+
+typedef struct sm_limits {
+    int cpu_millis;     /* 1000 = one CPU */
+    int memory_mb;      /* swap off */
+    int pids_max;       /* fork bombs stop here */
+    int64_t disk_bytes; /* volume quota */
+} sm_limits_t;
+
+typedef struct sm_spec {
+    const char *session;      /* uuid */
+    const char *workspace_id; /* uuid */
+    int64_t user_id;
+    const char *volume; /* volume name, e.g. "<user_id>" for the default workspace */
+    sm_limits_t limits;
+} sm_spec_t;
+
+typedef struct sm_state {
+    int running;           /* sandbox up and its init answering */
+    pid_t pid;             /* host pid of the sandbox's PID 1 (0 when stopped) */
+    char root[4096];       /* the mounted volume on the host */
+    int64_t memory_bytes;  /* cgroup usage */
+    int64_t cpu_usage_ns;  /* cgroup CPU time, for idle detection */
+    int pids;
+    int oom_kills;
+} sm_state_t;
+
+typedef struct sm_exec {
+    const char *command; /* run by bash -lc in /workspace */
+    const char *stdin_data;
+    size_t stdin_len;
+    int timeout_ms;
+    size_t output_max; /* per stream; the rest is dropped and marked */
+} sm_exec_t;
+
+typedef struct sm_exec_result {
+    int exit_code; /* -1 when killed */
+    int signal;
+    int timed_out;
+    char *out, *err; /* malloc'd, NUL-terminated */
+    size_t out_len, err_len;
+    int out_truncated, err_truncated;
+    int64_t duration_ms;
+} sm_exec_result_t;
+
+typedef void sm_list_fn(const char *session, void *arg);
+
+typedef struct sm_driver {
+    const char *name;
+    void *self;
+    /* volume (+ quota) and cgroup with the spec's limits; no processes */
+    int (*create)(void *self, const sm_spec_t *spec, sm_state_t *out, char *err);
+    /* the sandbox running with its init answering (after create or stop) */
+    int (*start)(void *self, const sm_spec_t *spec, sm_state_t *out, char *err);
+    /* every process gone, memory freed; volume and records kept (sleep) */
+    int (*stop)(void *self, const char *session, char *err);
+    /* new limits on the running cgroup, no restart */
+    int (*scale)(void *self, const char *session, const sm_limits_t *limits, char *err);
+    int (*exec)(void *self, const char *session, const sm_exec_t *req, sm_exec_result_t *res,
+                char *err);
+    /* sandbox, cgroup and (unless keep_volume) the volume gone */
+    int (*destroy)(void *self, const char *session, const char *volume, int keep_volume,
+                   char *err);
+    /* current state (running, usage) */
+    int (*state)(void *self, const char *session, sm_state_t *out, char *err);
+    /* every session this host has something of (sandbox, cgroup, mount):
+     * orphan cleanup compares it with the records */
+    int (*list)(void *self, sm_list_fn *fn, void *arg, char *err);
+} sm_driver_t;
+
+#endif
