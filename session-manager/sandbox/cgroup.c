@@ -799,21 +799,9 @@ at_err_t at_cgroup_destroy(const char *name, int timeout_ms, char *errbuf, size_
 
 /* ---- listing ------------------------------------------------------------- */
 
-static int list_has(char **names, size_t n, const char *s)
-{
-    for (size_t i = 0; i < n; i++)
-        if (strcmp(names[i], s) == 0)
-            return 1;
-    return 0;
-}
-
 void at_cgroup_list_free(char **names, size_t n)
 {
-    if (!names)
-        return;
-    for (size_t i = 0; i < n; i++)
-        free(names[i]);
-    free(names);
+    sbx_names_free(names, n);
 }
 
 /* Add the subdirectories of dir to the list (names that pass validation only). */
@@ -830,29 +818,17 @@ static at_err_t list_dir(const char *dir, char ***names, size_t *n, size_t *cap,
     struct dirent *de;
     while ((de = readdir(d)) != NULL) {
         if (de->d_type != DT_DIR || !at_cgroup_name_ok(de->d_name) ||
-            list_has(*names, *n, de->d_name))
+            sbx_names_has(*names, *n, de->d_name))
             continue;
         if (*n >= MAX_LIST) {
             err = sbx_fail(errbuf, errlen, AT_ETOOBIG, "cgroup: more than %d groups in %s",
                            MAX_LIST, dir);
             break;
         }
-        if (*n == *cap) {
-            size_t ncap = *cap ? *cap * 2 : 16;
-            char **grown = realloc(*names, ncap * sizeof *grown);
-            if (!grown) {
-                err = sbx_fail(errbuf, errlen, AT_ENOMEM, "cgroup: list of %zu", ncap);
-                break;
-            }
-            *names = grown;
-            *cap = ncap;
-        }
-        char *copy = strdup(de->d_name);
-        if (!copy) {
+        if (sbx_names_add(names, n, cap, de->d_name) != 0) {
             err = sbx_fail(errbuf, errlen, AT_ENOMEM, "cgroup: list entry");
             break;
         }
-        (*names)[(*n)++] = copy;
     }
     closedir(d);
     return err;

@@ -234,6 +234,40 @@ int sbx_opt_has(const char *list, const char *item)
     return 0;
 }
 
+int sbx_names_has(char *const *names, size_t n, const char *s)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(names[i], s) == 0)
+            return 1;
+    return 0;
+}
+
+int sbx_names_add(char ***names, size_t *n, size_t *cap, const char *s)
+{
+    if (*n == *cap) {
+        size_t ncap = *cap ? *cap * 2 : 16;
+        char **grown = realloc(*names, ncap * sizeof *grown);
+        if (!grown)
+            return -1;
+        *names = grown;
+        *cap = ncap;
+    }
+    char *copy = strdup(s);
+    if (!copy)
+        return -1;
+    (*names)[(*n)++] = copy;
+    return 0;
+}
+
+void sbx_names_free(char **names, size_t n)
+{
+    if (!names)
+        return;
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
+}
+
 void sbx_sleep_us(long us)
 {
     struct timespec ts = {.tv_sec = us / 1000000, .tv_nsec = (us % 1000000) * 1000L};

@@ -45,6 +45,13 @@ int sbx_mountinfo_scan(int (*cb)(const sbx_mount_t *m, void *arg), void *arg);
 /* True if the comma-separated list has the exact item. */
 int sbx_opt_has(const char *list, const char *item);
 
+/* A growable list of owned name strings (the at_*_list results): true if s
+ * is in it; append a copy of s (doubling the array from 16); free it all.
+ * sbx_names_add returns 0 or -1 with errno ENOMEM and the list unchanged. */
+int sbx_names_has(char *const *names, size_t n, const char *s);
+int sbx_names_add(char ***names, size_t *n, size_t *cap, const char *s);
+void sbx_names_free(char **names, size_t n);
+
 /* Run an absolute program (no shell, no PATH search) with a clean environment,
  * stdin/stdout on /dev/null and stderr captured (bounded) into errbuf on
  * failure. Kills it after timeout_ms. Uses waitpid on its own child, so the

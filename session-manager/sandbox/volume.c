@@ -161,6 +161,23 @@ static void image_leaf(const vname_t *v, char *out, size_t cap)
     snprintf(out, cap, "%s.img", v->leaf);
 }
 
+/* Open the volume's image file read-write (never through a symlink).
+ * Returns the fd or -1 with *err set. */
+static int open_image(const char *base, const char *name, const vname_t *v, char *errbuf,
+                      size_t errlen, at_err_t *err)
+{
+    char leaf[SEG_MAX + 8];
+    image_leaf(v, leaf, sizeof leaf);
+    int ipfd = open_parent(base, AT_VOLUME_IMAGES, v, 0, 0, errbuf, errlen, err);
+    if (ipfd < 0)
+        return -1;
+    int imgfd = openat(ipfd, leaf, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+    close(ipfd);
+    if (imgfd < 0)
+        *err = sbx_fail_errno(errbuf, errlen, errno, "volume %s: open image", name);
+    return imgfd;
+}
+
 static const char *mkfs_binary(void)
 {
     for (size_t i = 0; i < sizeof mkfs_paths / sizeof mkfs_paths[0]; i++)
@@ -365,15 +382,9 @@ at_err_t at_volume_mount(const char *base, const char *name, uid_t owner_uid, gi
     at_err_t err = check_name(base, name, &v, errbuf, errlen);
     if (err)
         return err;
-    char leaf[SEG_MAX + 8];
-    image_leaf(&v, leaf, sizeof leaf);
-    int ipfd = open_parent(base, AT_VOLUME_IMAGES, &v, 0, 0, errbuf, errlen, &err);
-    if (ipfd < 0)
-        return err;
-    int imgfd = openat(ipfd, leaf, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
-    close(ipfd);
+    int imgfd = open_image(base, name, &v, errbuf, errlen, &err);
     if (imgfd < 0)
-        return sbx_fail_errno(errbuf, errlen, errno, "volume %s: open image", name);
+        return err;
     int mpfd = open_parent(base, NULL, &v, 1, 0755, errbuf, errlen, &err);
     if (mpfd < 0) {
         close(imgfd);
@@ -619,15 +630,9 @@ at_err_t at_volume_grow(const char *base, const char *name, uint64_t new_size, c
         return sbx_fail(errbuf, errlen, AT_EINVAL, "volume %s: size %llu over the maximum", name,
                         (unsigned long long)new_size);
     new_size = (new_size + 4095) & ~4095ULL;
-    char leaf[SEG_MAX + 8];
-    image_leaf(&v, leaf, sizeof leaf);
-    int ipfd = open_parent(base, AT_VOLUME_IMAGES, &v, 0, 0, errbuf, errlen, &err);
-    if (ipfd < 0)
-        return err;
-    int imgfd = openat(ipfd, leaf, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
-    close(ipfd);
+    int imgfd = open_image(base, name, &v, errbuf, errlen, &err);
     if (imgfd < 0)
-        return sbx_fail_errno(errbuf, errlen, errno, "volume %s: open image", name);
+        return err;
     struct stat st;
     if (fstat(imgfd, &st) != 0) {
         err = sbx_fail_errno(errbuf, errlen, errno, "volume %s: stat image", name);
@@ -725,35 +730,18 @@ static int list_cb(const sbx_mount_t *m, void *arg)
     const char *name = m->mount_point + l->plen;
     if (!at_volume_name_ok(name))
         return 0;
-    for (size_t i = 0; i < l->n; i++)
-        if (strcmp(l->names[i], name) == 0)
-            return 0;
-    if (l->n == l->cap) {
-        size_t ncap = l->cap ? l->cap * 2 : 16;
-        char **grown = realloc(l->names, ncap * sizeof *grown);
-        if (!grown) {
-            l->oom = 1;
-            return 1;
-        }
-        l->names = grown;
-        l->cap = ncap;
-    }
-    char *copy = strdup(name);
-    if (!copy) {
+    if (sbx_names_has(l->names, l->n, name))
+        return 0;
+    if (sbx_names_add(&l->names, &l->n, &l->cap, name) != 0) {
         l->oom = 1;
         return 1;
     }
-    l->names[l->n++] = copy;
     return 0;
 }
 
 void at_volume_list_free(char **names, size_t n)
 {
-    if (!names)
-        return;
-    for (size_t i = 0; i < n; i++)
-        free(names[i]);
-    free(names);
+    sbx_names_free(names, n);
 }
 
 at_err_t at_volume_list_mounted(const char *base, char ***names, size_t *n, char *errbuf,

@@ -19,7 +19,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <signal.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
@@ -31,6 +30,7 @@
 #include "bwrap.h"
 #include "cgroup.h"
 #include "volume.h"
+#include "sandbox_fixture.h"
 
 #define HOST_ID 65534 /* nobody/nogroup: the unprivileged host ids the sandbox maps to */
 #define TIMEOUT_MS 5000
@@ -39,30 +39,9 @@ static char g_base[64];
 static char g_run[128];
 static char g_vol[128];
 static char g_cg[64];
-static char g_err[1024];
 static const char *g_vol_name = "vol";
 static int g_ready; /* 0: skip, reason in g_skip */
 static char g_skip[256];
-
-#define CHECK(call)                                                                                \
-    do {                                                                                           \
-        g_err[0] = '\0';                                                                           \
-        at_err_t rc_ = (call);                                                                     \
-        if (rc_ != AT_OK)                                                                          \
-            print_message("%s -> %d: %s\n", #call, (int)rc_, g_err);                               \
-        assert_int_equal(rc_, AT_OK);                                                              \
-    } while (0)
-
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)ftw;
-    if (flag == FTW_DP)
-        rmdir(path);
-    else
-        unlink(path);
-    return 0;
-}
 
 static int group_setup(void **state)
 {
@@ -121,7 +100,7 @@ static int group_teardown(void **state)
     }
     if (at_volume_destroy(g_base, g_vol_name, TIMEOUT_MS, g_err, sizeof g_err) != AT_OK)
         umount2(g_vol, MNT_DETACH);
-    nftw(g_base, rm_entry, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
+    rm_tree(g_base);
     return 0;
 }
 
@@ -255,29 +234,25 @@ typedef struct {
 static void launch_from_child(const at_sandbox_spec_t *spec, launch_report_t *r)
 {
     int p[2];
-    assert_int_equal(pipe(p), 0);
-    pid_t launcher = fork();
-    assert_true(launcher >= 0);
+    pid_t launcher = fork_with_pipe(p);
     if (launcher == 0) {
-        close(p[0]);
         launch_report_t rep;
         memset(&rep, 0, sizeof rep);
         at_sandbox_proc_t proc;
         int64_t t0 = at_mono_us();
         rep.err = at_bwrap_launch(spec, &proc, rep.msg, sizeof rep.msg);
-        rep.launch_ms = (double)(at_mono_us() - t0) / 1000.0;
+        rep.launch_ms = ms_since(t0);
         if (rep.err == AT_OK) {
             static char log[65536];
             rep.bwrap_pid = proc.bwrap_pid;
             rep.init_pid = proc.init_pid;
             if (wait_log("first\n", TIMEOUT_MS, log, sizeof log))
-                rep.first_output_ms = (double)(at_mono_us() - t0) / 1000.0;
+                rep.first_output_ms = ms_since(t0);
         }
         if (write(p[1], &rep, sizeof rep) != (ssize_t)sizeof rep)
             _exit(1);
         _exit(0); /* without reaping bwrap: it is orphaned to us, the subreaper */
     }
-    close(p[1]);
     assert_int_equal(read(p[0], r, sizeof *r), (ssize_t)sizeof *r);
     close(p[0]);
     int status = 0;
@@ -414,7 +389,7 @@ static void test_launch(void **state)
 
     int64_t t0 = at_mono_us();
     CHECK(at_cgroup_kill_all(g_cg, TIMEOUT_MS, g_err, sizeof g_err));
-    double kill_ms = (double)(at_mono_us() - t0) / 1000.0;
+    double kill_ms = ms_since(t0);
     int status = 0;
     assert_int_equal(waitpid(r.bwrap_pid, &status, 0), r.bwrap_pid); /* orphaned to us */
     waitpid(r.init_pid, NULL, 0); /* reparented to us too, unless bwrap reaped it first */
@@ -446,7 +421,7 @@ static void test_launch_timing(void **state)
         int64_t t0 = at_mono_us();
         CHECK(at_bwrap_launch(&spec, &proc, g_err, sizeof g_err));
         assert_true(wait_log("first\n", TIMEOUT_MS, log, sizeof log));
-        first[i] = (double)(at_mono_us() - t0) / 1000.0;
+        first[i] = ms_since(t0);
         waitpid(proc.bwrap_pid, NULL, 0);
         if (proc.pidfd >= 0)
             close(proc.pidfd);
@@ -488,7 +463,7 @@ static void test_launch_init(void **state)
     at_sandbox_proc_t proc;
     int64_t t0 = at_mono_us();
     CHECK(at_bwrap_launch(&spec, &proc, g_err, sizeof g_err));
-    double launch_ms = (double)(at_mono_us() - t0) / 1000.0;
+    double launch_ms = ms_since(t0);
     char sock[256];
     snprintf(sock, sizeof sock, "%s/init.sock", g_run);
     struct stat st;
@@ -498,7 +473,7 @@ static void test_launch_init(void **state)
         if (!up)
             usleep(500);
     }
-    double ready_ms = (double)(at_mono_us() - t0) / 1000.0;
+    double ready_ms = ms_since(t0);
     if (!up) {
         static char log[8192];
         wait_log("\n", 10, log, sizeof log);

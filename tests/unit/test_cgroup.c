@@ -32,20 +32,14 @@
 
 #include "atelier/util.h"
 #include "cgroup.h"
+#include "sandbox_fixture.h"
 
 #define PREFIX "hsbx-"
 #define TIMEOUT_MS 5000
 
-static char g_err[512];
-
 static void name_for(char *out, size_t cap, const char *tag)
 {
     snprintf(out, cap, PREFIX "%d-%s", (int)getpid(), tag);
-}
-
-static double ms_since(int64_t t0)
-{
-    return (double)(at_mono_us() - t0) / 1000.0;
 }
 
 /* Remove our groups, and those of dead earlier runs (hsbx-<pid>- with no such pid). */
@@ -134,25 +128,13 @@ static int need_cgroups(void)
             skip();                                                                                \
     } while (0)
 
-#define CHECK(call)                                                                                \
-    do {                                                                                           \
-        g_err[0] = '\0';                                                                           \
-        at_err_t rc_ = (call);                                                                     \
-        if (rc_ != AT_OK)                                                                          \
-            print_message("%s -> %d: %s\n", #call, (int)rc_, g_err);                               \
-        assert_int_equal(rc_, AT_OK);                                                              \
-    } while (0)
-
 /* fork a child that joins the group itself and then runs body; the parent
  * gets the pid once the child is in the group. */
 static pid_t spawn_in(const char *name, void (*body)(void *), void *arg)
 {
     int p[2];
-    assert_int_equal(pipe(p), 0);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
+    pid_t pid = fork_with_pipe(p);
     if (pid == 0) {
-        close(p[0]);
         char err[256];
         if (at_cgroup_attach(name, 0, err, sizeof err) != AT_OK)
             _exit(90);
@@ -162,7 +144,6 @@ static pid_t spawn_in(const char *name, void (*body)(void *), void *arg)
         body(arg);
         _exit(0);
     }
-    close(p[1]);
     char c;
     assert_int_equal(read(p[0], &c, 1), 1);
     close(p[0]);

@@ -30,6 +30,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "sandbox_fixture.h"
 #include "seccomp.h"
 
 static int skip_unless_root(void)
@@ -161,14 +162,9 @@ static void test_denied_and_allowed(void **state)
     if (skip_unless_root())
         skip();
     int p[2];
-    assert_int_equal(pipe(p), 0);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        close(p[0]);
+    pid_t pid = fork_with_pipe(p);
+    if (pid == 0)
         child_checks(p[1]);
-    }
-    close(p[1]);
     char report[4096] = "";
     size_t used = 0;
     ssize_t n;

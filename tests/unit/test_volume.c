@@ -18,34 +18,19 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "atelier/util.h"
 #include "volume.h"
+#include "sandbox_fixture.h"
 
 #define TIMEOUT_MS 5000
 #define SMALL (64ULL << 20)
 #define OWNER 65534
 
 static char g_base[64];
-static char g_err[512];
-
-#define CHECK(call)                                                                                \
-    do {                                                                                           \
-        g_err[0] = '\0';                                                                           \
-        at_err_t rc_ = (call);                                                                     \
-        if (rc_ != AT_OK)                                                                          \
-            print_message("%s -> %d: %s\n", #call, (int)rc_, g_err);                               \
-        assert_int_equal(rc_, AT_OK);                                                              \
-    } while (0)
-
-static double ms_since(int64_t t0)
-{
-    return (double)(at_mono_us() - t0) / 1000.0;
-}
 
 static int missing_feature(void)
 {
@@ -69,17 +54,6 @@ static int missing_feature(void)
         if (missing_feature())                                                                     \
             skip();                                                                                \
     } while (0)
-
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)ftw;
-    if (flag == FTW_DP)
-        rmdir(path);
-    else
-        unlink(path);
-    return 0;
-}
 
 static int group_setup(void **state)
 {
@@ -105,7 +79,7 @@ static int group_teardown(void **state)
         at_volume_list_free(names, n);
     }
     /* FTW_MOUNT: never walk into anything still mounted */
-    nftw(g_base, rm_entry, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
+    rm_tree(g_base);
     return 0;
 }
 
