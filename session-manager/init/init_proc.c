@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/syscall.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,6 +66,18 @@ static __attribute__((noreturn)) void child_exec(const struct init_state *st,
     for (int sig = 1; sig < NSIG; sig++)
         if (sig != SIGKILL && sig != SIGSTOP)
             signal(sig, SIG_DFL);
+    /* glibc refuses its two reserved real-time signals (32, 33) in signal(),
+     * but an ignored one inherited from whoever started the sandbox survives
+     * exec all the same: reset those with the raw system call */
+    for (int sig = 32; sig < SIGRTMIN; sig++) {
+        struct {
+            void *handler;
+            unsigned long flags;
+            void *restorer;
+            unsigned long mask;
+        } dfl = {SIG_DFL, 0, NULL, 0};
+        syscall(SYS_rt_sigaction, sig, &dfl, NULL, sizeof dfl.mask);
+    }
     if (setsid() < 0)
         child_fail(status_fd, "setsid");
     if (r->pty) {

@@ -36,6 +36,20 @@ pytestmark = [
 ENV = ["PATH=/usr/bin:/bin", "HOME=/workspace", "LANG=C.UTF-8"]
 
 
+def ignore_glibc_reserved_signal():
+    """Start sandboxes with signal 32 ignored, as some CI runners leave it:
+    init must still hand its children default dispositions (glibc's signal()
+    cannot reset it; init uses the raw system call)."""
+    import ctypes
+
+    class SigAction(ctypes.Structure):
+        _fields_ = [("handler", ctypes.c_void_p), ("flags", ctypes.c_ulong),
+                    ("restorer", ctypes.c_void_p), ("mask", ctypes.c_ulong)]
+    ignore = SigAction(1, 0, None, 0)  # SIG_IGN
+    ctypes.CDLL(None).syscall(13, 32, ctypes.byref(ignore), None, 8)  # rt_sigaction (x86_64)
+
+
+
 def alive(pid):
     """True while pid exists and is not a zombie."""
     try:
@@ -209,7 +223,8 @@ class Sandbox:
         env = dict(os.environ, ASAN_OPTIONS="detect_leaks=1")
         parent = subprocess.Popen(
             ["/bin/sh", "-c", '"$@" >"$LOG" 2>&1 </dev/null & echo $!', "sh"] + cmd,
-            stdout=subprocess.PIPE, env=dict(env, LOG=self.log_path), pass_fds=pass_fds)
+            stdout=subprocess.PIPE, env=dict(env, LOG=self.log_path), pass_fds=pass_fds,
+            preexec_fn=ignore_glibc_reserved_signal)
         self.bwrap_pid = int(parent.stdout.read())
         parent.stdout.close()
         parent.wait()
