@@ -53,6 +53,7 @@ void route_session_list(at_req_t *req);
 void route_session_create(at_req_t *req);
 void route_session_get(at_req_t *req);
 void route_session_delete(at_req_t *req);
+void route_session_exec(at_req_t *req);
 /* routes_client.c: Client API v3.1 family (/session, /sessions) */
 void route_client_create(at_req_t *req);
 void route_client_status(at_req_t *req);

@@ -19,9 +19,12 @@
 #include "atelier/log.h"
 #include "atelier/util.h"
 #include "records.h"
+#include "replies.h"
 #include "routes.h"
 #include "sessions.h"
 
+#define EXEC_TIMEOUT_S 30       /* default of POST /api/sessions/{uuid}/exec */
+#define EXEC_TIMEOUT_MAX_S 600  /* its largest timeout_s */
 #define SESSION_LIST_MAX 1000   /* rows one list answer may hold */
 #define SESSION_NAME_MAX 255    /* bytes */
 #define SESSION_LANGUAGE_MAX 32 /* bytes */
@@ -195,7 +198,8 @@ typedef struct op {
     check_fn *check;
     session_render_fn *render;
     const void *ctx;
-    json_t *answer; /* waiting for the push */
+    json_t *answer;  /* waiting for the push */
+    int64_t wait_ms; /* > 0: answer with the job's reply (exec), not at the push */
     /* Set by op_retry_on_conflict: the statement and copies of its
      * parameters, run once more after a unique violation. */
     const char *conflict; /* the answer if the retry conflicts too */
@@ -251,10 +255,60 @@ static void op_pushed(at_err_t err, void *arg)
     op_free(op);
 }
 
+/* The reply of a job the request waits for (exec): its result is the
+ * answer; a failure says why (the session is not ready, ...); no reply in
+ * time leaves the job to GET /api/jobs/{id}. */
+static void op_replied(json_t *reply, at_err_t err, void *arg)
+{
+    op_t *op = arg;
+    const char *job_id = json_string_value(json_object_get(op->answer, "job_id"));
+    if (!reply) {
+        req_json(op->req, err == AT_ETIMEOUT ? 504 : 503,
+                 json_pack("{s:s, s:s?}", "detail",
+                           err == AT_ETIMEOUT ? "No reply in time; poll GET /api/jobs/{job_id}"
+                                              : at_strerror(err),
+                           "job_id", job_id));
+    } else if (!json_is_true(json_object_get(reply, "ok"))) {
+        const char *why = json_string_value(json_object_get(reply, "error"));
+        req_json(op->req, 409,
+                 json_pack("{s:s, s:s?}", "detail", why ? why : "job failed", "job_id", job_id));
+    } else {
+        json_t *result = json_object_get(reply, "result");
+        json_t *answer = json_is_object(result) ? json_deep_copy(result) : json_object();
+        json_object_set_new(answer, "job_id", json_string(job_id ? job_id : ""));
+        req_json(op->req, 200, answer);
+    }
+    json_decref(op->answer);
+    op_free(op);
+}
+
+static void op_wait(op_t *op, PGresult *res)
+{
+    json_t *args = json_loads(PQgetvalue(res, 0, C_JOB_ARGS), 0, NULL);
+    at_job_t job;
+    at_err_t e = at_job_init(&job, PQgetvalue(res, 0, C_JOB_KIND),
+                             PQgetvalue(res, 0, C_JOB_SESSION), NULL, args);
+    json_decref(args);
+    if (e == AT_OK) {
+        at_strlcpy(job.id, PQgetvalue(res, 0, C_JOB), sizeof job.id); /* the row's id */
+        e = replies_send(req_gw(op->req)->replies, "session", &job, op->wait_ms, op_replied, op);
+        at_job_clear(&job);
+    }
+    if (e != AT_OK) {
+        req_error(op->req, 503, "Queue unavailable: %s", at_strerror(e));
+        json_decref(op->answer);
+        op_free(op);
+    }
+}
+
 /* Push the job the statement inserted (row 0) onto q:session; the jobs
  * row holds the same id, kind, session and args. */
 static void op_push(op_t *op, PGresult *res)
 {
+    if (op->wait_ms > 0) {
+        op_wait(op, res);
+        return;
+    }
     json_t *args = json_loads(PQgetvalue(res, 0, C_JOB_ARGS), 0, NULL);
     enqueue_row(req_gw(op->req), "session", PQgetvalue(res, 0, C_JOB),
                 PQgetvalue(res, 0, C_JOB_KIND), PQgetvalue(res, 0, C_JOB_SESSION), args, op_pushed,
@@ -619,6 +673,7 @@ static const struct action {
     {"wake", "session.wake", ACTION_SQL("session.wake")},
     {"scale", "session.scale", ACTION_SQL("session.scale")},
     {"chat", "session.chat", ACTION_SQL("session.chat")},
+    {"exec", "session.exec", ACTION_SQL("session.exec")},
 };
 
 /* A session that is going away takes no more work. */
@@ -659,6 +714,8 @@ void session_action(at_req_t *req, const char *raw_uuid, int64_t scope, const ch
         free(args_text);
         return;
     }
+    if (!strcmp(kind, "exec")) /* the answer is the command's result */
+        op->wait_ms = (json_integer_value(json_object_get(args, "timeout_s")) + 10) * 1000;
     const char *own[] = {uuid, act->kind, args_text, chat_message};
     op_write(op, scope, act->sql, 4, own);
     free(args_text); /* the pool copied the parameters */
@@ -846,4 +903,54 @@ void route_session_delete(at_req_t *req)
     int64_t scope = auth_scope(req, req_query(req, "user_id"));
     if (scope >= 0)
         session_delete(req, req_param(req, 0), scope, "Session deletion queued");
+}
+
+/* What exec knows before the reply: the job it waits for. */
+static json_t *render_exec(at_req_t *req, PGresult *res, const void *ctx)
+{
+    (void)req;
+    (void)ctx;
+    return json_pack("{s:s}", "job_id", PQgetvalue(res, 0, C_JOB));
+}
+
+/* POST /api/sessions/{uuid}/exec {"command", "timeout_s"?, "stdin"?}: run a
+ * command in the session's sandbox (bash -lc, in /workspace) and answer its
+ * result: {exit_code, stdout, stderr, duration_ms, timed_out,
+ * stdout_truncated, stderr_truncated, job_id}. */
+void route_session_exec(at_req_t *req)
+{
+    int64_t scope = auth_scope(req, req_query(req, "user_id"));
+    if (scope < 0)
+        return;
+    json_t *body = req_json_body(req);
+    if (!body)
+        return;
+    const char *key;
+    json_t *v;
+    json_object_foreach(body, key, v)
+    {
+        if (strcmp(key, "command") && strcmp(key, "timeout_s") && strcmp(key, "stdin")) {
+            req_error(req, 422, "Unknown field %s (expected command, timeout_s, stdin)", key);
+            json_decref(body);
+            return;
+        }
+    }
+    json_t *cmd = json_object_get(body, "command"), *to = json_object_get(body, "timeout_s");
+    json_t *in = json_object_get(body, "stdin");
+    if (!json_is_string(cmd) || json_string_length(cmd) == 0) {
+        req_error(req, 422, "command must be a non-empty string");
+    } else if (to && (!json_is_integer(to) || json_integer_value(to) < 1 ||
+                      json_integer_value(to) > EXEC_TIMEOUT_MAX_S)) {
+        req_error(req, 422, "timeout_s must be an integer in [1, %d]", EXEC_TIMEOUT_MAX_S);
+    } else if (in && !json_is_string(in)) {
+        req_error(req, 422, "stdin must be a string");
+    } else {
+        json_t *args = json_pack("{s:O, s:I}", "command", cmd, "timeout_s",
+                                 (json_int_t)(to ? json_integer_value(to) : EXEC_TIMEOUT_S));
+        if (in)
+            json_object_set(args, "stdin", in);
+        session_action(req, req_param(req, 0), scope, "exec", args, NULL, render_exec, NULL);
+        json_decref(args);
+    }
+    json_decref(body);
 }
