@@ -2,6 +2,7 @@
 services-up in a temp data dir, reached over Unix sockets), and the real
 Atelier binaries started per test on free loopback ports. Everything a test
 starts is stopped by PID at its end."""
+import glob
 import json
 import os
 import shutil
@@ -48,6 +49,49 @@ def wait_for(pred, timeout=10.0, interval=0.05, what="condition"):
             last = e
         time.sleep(interval)
     raise AssertionError("timed out after %.1fs waiting for %s (last: %r)" % (timeout, what, last))
+
+
+
+def _cgroup_dirs(uuid):
+    """Every atelier/<uuid> group of a session, cgroup v1 and v2."""
+    found = glob.glob("/sys/fs/cgroup/*/atelier/%s" % uuid)
+    if os.path.isdir("/sys/fs/cgroup/atelier/%s" % uuid):
+        found.append("/sys/fs/cgroup/atelier/%s" % uuid)
+    return found
+
+
+def mounts_under(path):
+    with open("/proc/self/mountinfo") as f:
+        return [line.split()[4] for line in f if line.split()[4].startswith(path)]
+
+
+def cleanup_sandboxes(uuids, bases, run_base):
+    """Best effort, by name: the sandboxes, cgroups, run dirs and mounts a
+    test's sessions left (a session-manager stopped with sandboxes running
+    leaves them running: they outlive it by design)."""
+    for uuid in uuids:
+        for d in _cgroup_dirs(uuid):
+            try:
+                with open(os.path.join(d, "cgroup.procs")) as f:
+                    for pid in f.read().split():
+                        try:
+                            os.kill(int(pid), signal.SIGKILL)
+                        except ProcessLookupError:
+                            pass
+            except OSError:
+                pass
+    if uuids:
+        time.sleep(0.2)
+    for uuid in uuids:
+        for d in _cgroup_dirs(uuid):
+            try:
+                os.rmdir(d)
+            except OSError:
+                pass
+        shutil.rmtree(os.path.join(run_base, uuid), ignore_errors=True)
+    for base in bases:
+        for m in sorted(mounts_under(base), key=len, reverse=True):
+            subprocess.run(["umount", "-l", m], check=False)
 
 
 class Services:
@@ -255,6 +299,14 @@ class Stack:
                     problems.append("%s (%s) log has '%s':\n%s" % (p.role, p.log_path, mark,
                                                                    text[-4000:]))
         self.r.close()
+        try:
+            uuids = [u for (u,) in self.query("SELECT uuid FROM code_sessions")]
+        except Exception:  # noqa: BLE001 - a test may have dropped its own tables
+            uuids = []
+        bases = {p.env.get("WORKSPACE_BASE_PATH") or os.path.join(self.services.dir, "workspaces")
+                 for p in self.procs if p.role == "session-manager"}
+        if bases:
+            cleanup_sandboxes(uuids, bases, os.path.join(self.services.dir, "run", "sandboxes"))
         try:
             conn = self.services.admin()
             try:
