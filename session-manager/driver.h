@@ -36,11 +36,11 @@ typedef struct sm_spec {
 } sm_spec_t;
 
 typedef struct sm_state {
-    int running;           /* sandbox up and its init answering */
-    pid_t pid;             /* host pid of the sandbox's PID 1 (0 when stopped) */
-    char root[4096];       /* the mounted volume on the host */
-    int64_t memory_bytes;  /* cgroup usage */
-    int64_t cpu_usage_ns;  /* cgroup CPU time, for idle detection */
+    int running;          /* sandbox up and its init answering */
+    pid_t pid;            /* host pid of the sandbox's PID 1 (0 when stopped) */
+    char root[4096];      /* the mounted volume on the host */
+    int64_t memory_bytes; /* cgroup usage */
+    int64_t cpu_usage_ns; /* cgroup CPU time, for idle detection */
     int pids;
     int oom_kills;
 } sm_state_t;
@@ -79,8 +79,7 @@ typedef struct sm_driver {
     int (*exec)(void *self, const char *session, const sm_exec_t *req, sm_exec_result_t *res,
                 char *err);
     /* sandbox, cgroup and (unless keep_volume) the volume gone */
-    int (*destroy)(void *self, const char *session, const char *volume, int keep_volume,
-                   char *err);
+    int (*destroy)(void *self, const char *session, const char *volume, int keep_volume, char *err);
     /* current state (running, usage) */
     int (*state)(void *self, const char *session, sm_state_t *out, char *err);
     /* every session this host has something of (sandbox, cgroup, mount):
