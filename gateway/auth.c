@@ -368,16 +368,3 @@ int64_t auth_scope(at_req_t *req, const char *named)
     }
     return pr->user_id;
 }
-
-int auth_is_admin(const at_req_t *req)
-{
-    return req_principal(req)->is_admin;
-}
-
-int auth_require_admin(at_req_t *req)
-{
-    if (auth_is_admin(req))
-        return 1;
-    req_error(req, 403, "This endpoint needs an admin token or API key");
-    return 0;
-}

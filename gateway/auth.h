@@ -67,9 +67,4 @@ char *auth_issue_token(gateway_t *gw, int64_t user_id, int is_admin, int64_t exp
  * other gateway. */
 void auth_revoke(gateway_t *gw, const char *cache_key);
 
-/* True if the request carries the configured API_KEY in X-API-Key. */
-int auth_is_admin(const at_req_t *req);
-/* Answer 401/403 unless admin; returns 1 if the caller may go on. */
-int auth_require_admin(at_req_t *req);
-
 #endif

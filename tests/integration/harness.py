@@ -52,7 +52,7 @@ def wait_for(pred, timeout=10.0, interval=0.05, what="condition"):
 
 
 
-def _cgroup_dirs(uuid):
+def cgroup_dirs(uuid):
     """Every atelier/<uuid> group of a session, cgroup v1 and v2."""
     found = glob.glob("/sys/fs/cgroup/*/atelier/%s" % uuid)
     if os.path.isdir("/sys/fs/cgroup/atelier/%s" % uuid):
@@ -69,8 +69,8 @@ def cleanup_sandboxes(uuids, bases, run_base):
     """Best effort, by name: the sandboxes, cgroups, run dirs and mounts a
     test's sessions left (a session-manager stopped with sandboxes running
     leaves them running: they outlive it by design)."""
-    for uuid in uuids:
-        for d in _cgroup_dirs(uuid):
+    for sess in uuids:
+        for d in cgroup_dirs(sess):
             try:
                 with open(os.path.join(d, "cgroup.procs")) as f:
                     for pid in f.read().split():
@@ -82,13 +82,13 @@ def cleanup_sandboxes(uuids, bases, run_base):
                 pass
     if uuids:
         time.sleep(0.2)
-    for uuid in uuids:
-        for d in _cgroup_dirs(uuid):
+    for sess in uuids:
+        for d in cgroup_dirs(sess):
             try:
                 os.rmdir(d)
             except OSError:
                 pass
-        shutil.rmtree(os.path.join(run_base, uuid), ignore_errors=True)
+        shutil.rmtree(os.path.join(run_base, sess), ignore_errors=True)
     for base in bases:
         for m in sorted(mounts_under(base), key=len, reverse=True):
             subprocess.run(["umount", "-l", m], check=False)

@@ -2,19 +2,16 @@
 session-manager and sync-worker against real bwrap sandboxes, cgroups and
 loop-mounted volumes. create -> ready (files loaded), exec, sleep/wake,
 scale, delete; nothing of the sandbox is left afterwards."""
-import glob
 import json
 import os
 import pathlib
 import shutil
-import signal
-import subprocess
 import tempfile
 import time
 
 import pytest
 
-from harness import _cgroup_dirs, cleanup_sandboxes, mounts_under, wait_for
+from harness import cgroup_dirs, cleanup_sandboxes, mounts_under, wait_for
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="sandboxes need root (cgroups, loop mounts)"),
@@ -23,10 +20,6 @@ pytestmark = [
 
 CG_V1_MEMORY = "/sys/fs/cgroup/memory"
 CG_CONTROLLERS = ("cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids")
-
-
-def cgroup_dirs(uuid):
-    return _cgroup_dirs(uuid)
 
 
 def memory_limit(uuid):
