@@ -1,7 +1,8 @@
 # Thin wrapper: the real work is in CMake and deploy/local/.
 #   make run    install deps, build Release, run the whole local stack (Ctrl-C stops)
 #   make test   install deps, build with ASan+UBSan, run unit + integration tests
-#   make bench  queue round-trip benchmark (prints figures; never fails on timing)
+#   make bench  benchmarks: queue round trip, file API, session lifecycle (print figures;
+#               never fail on timing)
 RELEASE_DIR ?= build/release
 TEST_DIR    ?= build/asan
 JOBS        ?= $(shell nproc)
@@ -51,6 +52,7 @@ bench: build
 	deploy/local/install-deps --bench
 	ATELIER_BIN_DIR=$(abspath $(RELEASE_DIR)) tests/bench/queue/run
 	ATELIER_BIN_DIR=$(abspath $(RELEASE_DIR)) tests/bench/files/run
+	ATELIER_BIN_DIR=$(abspath $(RELEASE_DIR)) tests/bench/lifecycle/run
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

@@ -112,11 +112,15 @@ static json_t *render_status(at_req_t *req, PGresult *res, const void *ctx)
     (void)req;
     (void)ctx;
     json_t *s = session_json(res, 0);
-    json_t *inner = json_pack(
-        "{s:s?, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "user_id", session_owner(res, 0), "status",
-        field(s, "status"), "created_at", field(s, "created_at"), "last_activity",
-        field(s, "last_activity"), "tier", field(s, "tier"), "cpu_millis", field(s, "cpu_millis"),
-        "memory_mb", field(s, "memory_mb"), "status_message", field(s, "status_message"));
+    json_t *inner =
+        json_pack("{s:s?, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "user_id",
+                  session_owner(res, 0), "status", field(s, "status"), "created_at",
+                  field(s, "created_at"), "last_activity", field(s, "last_activity"),
+                  "last_activity_kind", field(s, "last_activity_kind"), "tier", field(s, "tier"),
+                  "cpu_millis", field(s, "cpu_millis"), "memory_mb", field(s, "memory_mb"),
+                  "status_message", field(s, "status_message"), "oom_kills", field(s, "oom_kills"),
+                  "memory_bytes", field(s, "memory_bytes"), "disk_used_bytes",
+                  field(s, "disk_used_bytes"), "disk_total_bytes", field(s, "disk_total_bytes"));
     json_t *o =
         json_pack("{s:o, s:o, s:o, s:I}", "uuid", field(s, "uuid"), "session", inner, "replicas",
                   field(s, "replicas"), "queue_length", (json_int_t)session_queue_length(res, 0));
@@ -171,19 +175,23 @@ void route_client_delete(at_req_t *req)
 
 /* ---- sleep, wake, scale ---------------------------------------------------------- */
 
+/* The seed's answers (client-api-v3.1.md): {uuid, action, status} once the
+ * manager has done it; while it is still queued after the reply timeout,
+ * 202 with status "queued", the job and a message. */
 typedef struct action_answer {
     const char *action;
-    const char *message;
+    const char *done_status; /* the seed's status once done */
+    const char *message;     /* while queued */
 } action_answer_t;
 
 static const action_answer_t sleep_answer = {
-    "sleep", "Sleep queued: the sandbox stops, the workspace stays; poll the job or the status"};
+    "sleep", "sleeping", "Sleep queued: the sandbox stops, the workspace stays; poll the status"};
 static const action_answer_t wake_answer = {
-    "wake", "Wake queued: the sandbox starts again; poll the job or the status"};
+    "wake", "waking", "Wake queued: the sandbox starts again; poll the status"};
 static const action_answer_t scale_up_answer = {
-    "scale_up", "Scale up queued: 2 CPU, 2 GiB once the session manager applies it"};
+    "scale_up", "success", "Scale up queued: 2 CPU, 2 GiB once the session manager applies it"};
 static const action_answer_t scale_down_answer = {
-    "scale_down", "Scale down queued: 1 CPU, 1 GiB once the session manager applies it"};
+    "scale_down", "success", "Scale down queued: 1 CPU, 1 GiB once the session manager applies it"};
 
 static json_t *render_action(at_req_t *req, PGresult *res, const void *ctx)
 {
@@ -197,12 +205,30 @@ static json_t *render_action(at_req_t *req, PGresult *res, const void *ctx)
     return o;
 }
 
+/* Done: the seed's body, plus the job (and, for scale, the limits now set). */
+static json_t *render_action_done(at_req_t *req, const json_t *result, const json_t *queued,
+                                  const void *ctx)
+{
+    (void)req;
+    const action_answer_t *a = ctx;
+    json_t *o =
+        json_pack("{s:O, s:s, s:s, s:O}", "uuid", json_object_get(queued, "uuid"), "action",
+                  a->action, "status", a->done_status, "job_id", json_object_get(queued, "job_id"));
+    json_t *cpu = json_object_get(result, "cpu_millis"),
+           *mem = json_object_get(result, "memory_mb");
+    if (o && cpu && mem) {
+        json_object_set(o, "cpu_millis", cpu);
+        json_object_set(o, "memory_mb", mem);
+    }
+    return o;
+}
+
 void route_client_sleep(at_req_t *req)
 {
     int64_t scope = client_scope(req);
     if (scope >= 0)
         session_action(req, req_param(req, 0), scope, "sleep", NULL, NULL, render_action,
-                       &sleep_answer);
+                       render_action_done, &sleep_answer);
 }
 
 void route_client_wake(at_req_t *req)
@@ -210,7 +236,7 @@ void route_client_wake(at_req_t *req)
     int64_t scope = client_scope(req);
     if (scope >= 0)
         session_action(req, req_param(req, 0), scope, "wake", NULL, NULL, render_action,
-                       &wake_answer);
+                       render_action_done, &wake_answer);
 }
 
 /* {"scale": "up"|"down"}: up to the large tier, down to the standard one;
@@ -228,11 +254,11 @@ void route_client_scale(at_req_t *req)
         req_error(req, 422, "scale must be \"up\" or \"down\"");
     } else if ((scope = client_scope(req)) >= 0) {
         const char *tier = up ? "large" : "standard";
-        session_tier(tier, &cpu, &mem);
+        session_tier(req, tier, &cpu, &mem);
         json_t *args = json_pack("{s:s, s:s, s:i, s:i}", "scale", scale, "tier", tier, "cpu_millis",
                                  cpu, "memory_mb", mem);
         session_action(req, req_param(req, 0), scope, "scale", args, NULL, render_action,
-                       up ? &scale_up_answer : &scale_down_answer);
+                       render_action_done, up ? &scale_up_answer : &scale_down_answer);
         json_decref(args);
     }
     json_decref(body);
@@ -264,7 +290,7 @@ void route_client_chat(at_req_t *req)
     if (!msg || n == 0 || n > CHAT_MESSAGE_MAX || strlen(msg) != n)
         req_error(req, 422, "message must be a string of 1..%d bytes", CHAT_MESSAGE_MAX);
     else if ((scope = client_scope(req)) >= 0)
-        session_action(req, req_param(req, 0), scope, "chat", NULL, msg, render_chat, NULL);
+        session_action(req, req_param(req, 0), scope, "chat", NULL, msg, render_chat, NULL, NULL);
     json_decref(body);
 }
 
@@ -282,11 +308,27 @@ static json_t *render_shutdown(at_req_t *req, PGresult *res, const void *ctx)
     return o;
 }
 
+/* Done (workspace-api.md): the sandbox and the volume are gone, the files
+ * stay in the database. active_connections: terminals attached when it
+ * stopped (none survive a shutdown). */
+static json_t *render_shutdown_done(at_req_t *req, const json_t *result, const json_t *queued,
+                                    const void *ctx)
+{
+    (void)req;
+    (void)ctx;
+    int kept = json_is_true(json_object_get(result, "volume_kept"));
+    return json_pack("{s:b, s:s, s:O, s:O, s:i, s:b, s:b, s:O}", "success", 1, "message",
+                     "Workspace shutdown completed", "workspace_id",
+                     json_object_get(queued, "workspace_id"), "session_id",
+                     json_object_get(queued, "session_id"), "active_connections", 0, "pod_deleted",
+                     1, "pvc_deleted", !kept, "job_id", json_object_get(queued, "job_id"));
+}
+
 /* {id}: a session uuid or a workspace id; the workspace's live session is
  * shut down (409 when it has none). */
 void route_workspace_shutdown(at_req_t *req)
 {
     int64_t scope = client_scope(req);
     if (scope >= 0)
-        session_shutdown(req, req_param(req, 0), scope, render_shutdown);
+        session_shutdown(req, req_param(req, 0), scope, render_shutdown, render_shutdown_done);
 }

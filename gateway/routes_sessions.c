@@ -29,25 +29,10 @@
 #define SESSION_NAME_MAX 255    /* bytes */
 #define SESSION_LANGUAGE_MAX 32 /* bytes */
 
-/* Resources of each tier (the seeds: FastAPI pods are small, the Client API
- * starts at 1 CPU / 1 GiB and scales to 2 / 2). */
-static const struct tier {
-    const char *name;
-    int cpu_millis;
-    int memory_mb;
-} tiers[] = {{"small", 500, 512}, {"standard", 1000, 1024}, {"large", 2000, 2048}};
-
-/* A tier's resources; 0 for an unknown tier. */
-int session_tier(const char *name, int *cpu_millis, int *memory_mb)
+/* A tier's resources (ATELIER_TIERS); 0 for an unknown tier. */
+int session_tier(at_req_t *req, const char *name, int *cpu_millis, int *memory_mb)
 {
-    for (size_t i = 0; i < sizeof tiers / sizeof tiers[0]; i++) {
-        if (!strcmp(tiers[i].name, name)) {
-            *cpu_millis = tiers[i].cpu_millis;
-            *memory_mb = tiers[i].memory_mb;
-            return 1;
-        }
-    }
-    return 0;
+    return at_config_tier(&req_gw(req)->cfg, name, cpu_millis, memory_mb);
 }
 
 /* The default file of a new workspace (platform-features.md). */
@@ -75,6 +60,11 @@ enum {
     C_CREATED,
     C_UPDATED,
     C_ACTIVITY,
+    C_ACTIVITY_KIND, /* what the last activity was: api, exec, terminal, cpu, create */
+    C_OOM,           /* processes the kernel killed at the memory limit */
+    C_MEMORY_BYTES,  /* cgroup usage at the manager's last look */
+    C_DISK_USED,     /* volume bytes used / size at the last look */
+    C_DISK_TOTAL,
     C_JOB,      /* the job this answer is about (reads: the newest) */
     C_OWNER,    /* users.external_id, else users.email */
     C_QUEUE,    /* jobs of the session not finished (reads only) */
@@ -88,7 +78,8 @@ enum {
 #define SESSION_COLUMNS                                                                            \
     "s.id, s.uuid, s.user_id, s.name, s.language, s.is_active, s.status, s.status_message,"        \
     " s.tier, s.replicas, s.cpu_millis, s.memory_mb, s.workspace_id::text, "                       \
-    SQL_ISO("s.created_at") ", " SQL_ISO("s.updated_at") ", " SQL_ISO("s.last_activity")
+    SQL_ISO("s.created_at") ", " SQL_ISO("s.updated_at") ", " SQL_ISO("s.last_activity")    \
+    ", s.last_activity_kind, s.oom_kills, s.memory_bytes, s.disk_used_bytes, s.disk_total_bytes"
 
 /* Reads: the newest job, the owner's external id and the open jobs. */
 #define SESSION_SELECT                                                                             \
@@ -147,6 +138,11 @@ json_t *session_json(const PGresult *res, int row)
         {"created_at", C_CREATED, 's'},
         {"updated_at", C_UPDATED, 's'},
         {"last_activity", C_ACTIVITY, 's'},
+        {"last_activity_kind", C_ACTIVITY_KIND, 's'},
+        {"oom_kills", C_OOM, 'i'},
+        {"memory_bytes", C_MEMORY_BYTES, 'i'},
+        {"disk_used_bytes", C_DISK_USED, 'i'},
+        {"disk_total_bytes", C_DISK_TOTAL, 'i'},
         {"job_id", C_JOB, 's'},
     };
     json_t *o = json_object();
@@ -198,8 +194,10 @@ typedef struct op {
     check_fn *check;
     session_render_fn *render;
     const void *ctx;
-    json_t *answer;  /* waiting for the push */
-    int64_t wait_ms; /* > 0: answer with the job's reply (exec), not at the push */
+    json_t *answer;          /* waiting for the push, or the 202 answer if no reply comes in time */
+    int64_t wait_ms;         /* > 0: answer with the job's reply, not at the push */
+    session_reply_fn *reply; /* renders the reply (NULL: its result + job_id) */
+    int late_is_202;         /* no reply in time: 202 with `answer` (else 504) */
     /* Set by op_retry_on_conflict: the statement and copies of its
      * parameters, run once more after a unique violation. */
     const char *conflict; /* the answer if the retry conflicts too */
@@ -255,14 +253,18 @@ static void op_pushed(at_err_t err, void *arg)
     op_free(op);
 }
 
-/* The reply of a job the request waits for (exec): its result is the
- * answer; a failure says why (the session is not ready, ...); no reply in
- * time leaves the job to GET /api/jobs/{id}. */
+/* The reply of a job the request waits for: its result is the answer. A
+ * refusal (the manager found the session in a state the job cannot apply
+ * to) is 409, a runtime that failed every attempt 502. No reply in time:
+ * the job goes on, and the answer says where to follow it (202 with the
+ * queued answer, or 504 for exec, whose caller wanted the output). */
 static void op_replied(json_t *reply, at_err_t err, void *arg)
 {
     op_t *op = arg;
     const char *job_id = json_string_value(json_object_get(op->answer, "job_id"));
-    if (!reply) {
+    if (!reply && err == AT_ETIMEOUT && op->late_is_202) {
+        req_json(op->req, 202, json_incref(op->answer));
+    } else if (!reply) {
         req_json(op->req, err == AT_ETIMEOUT ? 504 : 503,
                  json_pack("{s:s, s:s?}", "detail",
                            err == AT_ETIMEOUT ? "No reply in time; poll GET /api/jobs/{job_id}"
@@ -270,12 +272,18 @@ static void op_replied(json_t *reply, at_err_t err, void *arg)
                            "job_id", job_id));
     } else if (!json_is_true(json_object_get(reply, "ok"))) {
         const char *why = json_string_value(json_object_get(reply, "error"));
-        req_json(op->req, 409,
+        int refused = json_is_true(json_object_get(reply, "permanent"));
+        req_json(op->req, refused ? 409 : 502,
                  json_pack("{s:s, s:s?}", "detail", why ? why : "job failed", "job_id", job_id));
     } else {
         json_t *result = json_object_get(reply, "result");
-        json_t *answer = json_is_object(result) ? json_deep_copy(result) : json_object();
-        json_object_set_new(answer, "job_id", json_string(job_id ? job_id : ""));
+        json_t *answer;
+        if (op->reply) {
+            answer = op->reply(op->req, result, op->answer, op->ctx);
+        } else {
+            answer = json_is_object(result) ? json_deep_copy(result) : json_object();
+            json_object_set_new(answer, "job_id", json_string(job_id ? job_id : ""));
+        }
         req_json(op->req, 200, answer);
     }
     json_decref(op->answer);
@@ -507,7 +515,7 @@ void session_create(at_req_t *req, int64_t user_id, const char *external_id,
                     const char *language, session_render_fn *render)
 {
     int cpu_millis, memory_mb;
-    if (!session_tier(tier, &cpu_millis, &memory_mb)) {
+    if (!session_tier(req, tier, &cpu_millis, &memory_mb)) {
         at_error("event=session_create_failed req=%s error=\"unknown tier %s\"", req_id(req), tier);
         req_error(req, 500, "Unknown tier %s", tier);
         return;
@@ -648,7 +656,8 @@ void session_delete(at_req_t *req, const char *raw_uuid, int64_t scope, const ch
 #define ACTION_SQL(audit)                                                                          \
     "WITH s AS (SELECT * FROM code_sessions"                                                       \
     "  WHERE uuid = $6 AND ($4::bigint = 0 OR user_id = $4::bigint) FOR SHARE), "                  \
-    "live AS (SELECT * FROM s WHERE status NOT IN ('terminating', 'terminated')), "                \
+    "live AS (SELECT * FROM s WHERE status NOT IN ('terminating', 'terminated')"                   \
+    "  AND status <> ALL (string_to_array($10::text, ','))), "                                     \
     "m AS (INSERT INTO chat_messages (session_uuid, user_id, role, message, job_id)"               \
     "  SELECT uuid, user_id, 'user', $9::text, $5::uuid FROM live WHERE $9::text IS NOT NULL"      \
     "  RETURNING id), "                                                                            \
@@ -656,6 +665,8 @@ void session_delete(at_req_t *req, const char *raw_uuid, int64_t scope, const ch
     "    CASE WHEN m.id IS NULL THEN $8::jsonb"                                                    \
     "         ELSE $8::jsonb || jsonb_build_object('message_id', m.id) END AS args"                \
     "  FROM live LEFT JOIN m ON true), "                                                           \
+    "t AS (UPDATE code_sessions c SET last_activity = now(), last_activity_kind = 'api'"          \
+    "  FROM l WHERE c.uuid = l.uuid AND $7::text <> 'sleep'), "                                    \
     "j AS (" SQL_JOB("$5", "$7::text", "l.args", "l") "), "                                        \
     "a AS (" AUDIT_FROM(audit, "l.uuid", "l.args || jsonb_build_object('job_id', $5::text)",       \
                         "l") ") "                                                                  \
@@ -664,26 +675,39 @@ void session_delete(at_req_t *req, const char *raw_uuid, int64_t scope, const ch
     " FROM s JOIN users u ON u.id = s.user_id LEFT JOIN j ON true"
 /* clang-format on */
 
+/* Each action: its job, its audit action, the statuses (besides going
+ * away) that refuse it with 409 before any job is queued, and whether the
+ * request waits for the job's reply. The manager checks again when the job
+ * runs (a job queued behind another may find the state changed). */
 static const struct action {
-    const char *kind;  /* the job's */
-    const char *audit; /* the audit_log action */
+    const char *kind;    /* the job's */
+    const char *audit;   /* the audit_log action */
+    const char *refused; /* comma-separated statuses */
+    int wait;            /* answer with the job's outcome */
     const char *sql;
 } actions[] = {
-    {"sleep", "session.sleep", ACTION_SQL("session.sleep")},
-    {"wake", "session.wake", ACTION_SQL("session.wake")},
-    {"scale", "session.scale", ACTION_SQL("session.scale")},
-    {"chat", "session.chat", ACTION_SQL("session.chat")},
-    {"exec", "session.exec", ACTION_SQL("session.exec")},
+    {"sleep", "session.sleep", "", 1, ACTION_SQL("session.sleep")},
+    {"wake", "session.wake", "", 1, ACTION_SQL("session.wake")},
+    {"scale", "session.scale", "sleeping,error", 1, ACTION_SQL("session.scale")},
+    {"chat", "session.chat", "", 0, ACTION_SQL("session.chat")},
+    {"exec", "session.exec", "initializing,loading_files,sleeping,error", 1,
+     ACTION_SQL("session.exec")},
 };
 
-/* A session that is going away takes no more work. */
+/* A session that is going away, or in a state the action cannot apply to,
+ * takes no job. */
 static int live_or_409(at_req_t *req, PGresult *res)
 {
     if (!found_or_404(req, res))
         return 0;
     if (PQgetisnull(res, 0, C_JOB_KIND)) {
-        req_error(req, 409, "Session %s is %s", PQgetvalue(res, 0, C_UUID),
-                  PQgetvalue(res, 0, C_STATUS));
+        const char *status = PQgetvalue(res, 0, C_STATUS);
+        req_error(req, 409, "Session %s is %s%s", PQgetvalue(res, 0, C_UUID), status,
+                  !strcmp(status, "sleeping") ? ": wake it first"
+                  : !strcmp(status, "error")  ? ": wake it to restart it"
+                  : strcmp(status, "terminated") && strcmp(status, "terminating")
+                      ? ": not ready yet, try again when its status is ready"
+                      : "");
         return 0;
     }
     return 1;
@@ -693,7 +717,7 @@ static int live_or_409(at_req_t *req, PGresult *res)
  * is added); chat_message: the chat text, NULL for the others. */
 void session_action(at_req_t *req, const char *raw_uuid, int64_t scope, const char *kind,
                     const json_t *args, const char *chat_message, session_render_fn *render,
-                    const void *ctx)
+                    session_reply_fn *reply, const void *ctx)
 {
     const struct action *act = NULL;
     for (size_t i = 0; i < sizeof actions / sizeof actions[0]; i++)
@@ -714,10 +738,15 @@ void session_action(at_req_t *req, const char *raw_uuid, int64_t scope, const ch
         free(args_text);
         return;
     }
-    if (!strcmp(kind, "exec")) /* the answer is the command's result */
+    if (!strcmp(kind, "exec")) { /* the answer is the command's result */
         op->wait_ms = (json_integer_value(json_object_get(args, "timeout_s")) + 10) * 1000;
-    const char *own[] = {uuid, act->kind, args_text, chat_message};
-    op_write(op, scope, act->sql, 4, own);
+    } else if (act->wait) {
+        op->wait_ms = req_gw(req)->cfg.reply_timeout_ms;
+        op->late_is_202 = 1;
+    }
+    op->reply = reply;
+    const char *own[] = {uuid, act->kind, args_text, chat_message, act->refused};
+    op_write(op, scope, act->sql, 5, own);
     free(args_text); /* the pool copied the parameters */
 }
 
@@ -754,7 +783,8 @@ static int shutdown_check(at_req_t *req, PGresult *res)
     return 1;
 }
 
-void session_shutdown(at_req_t *req, const char *id, int64_t scope, session_render_fn *render)
+void session_shutdown(at_req_t *req, const char *id, int64_t scope, session_render_fn *render,
+                      session_reply_fn *reply)
 {
     char key[AT_UUID_LEN + 1];
     const char *sess, *ws;
@@ -765,6 +795,9 @@ void session_shutdown(at_req_t *req, const char *id, int64_t scope, session_rend
     op_t *op = op_new(req, "workspace.shutdown", 202, shutdown_check, render, NULL);
     if (!op)
         return;
+    op->wait_ms = req_gw(req)->cfg.reply_timeout_ms;
+    op->late_is_202 = 1;
+    op->reply = reply;
     const char *own[] = {sess, ws};
     op_write(op, scope, shutdown_sql, 2, own);
 }
@@ -949,7 +982,7 @@ void route_session_exec(at_req_t *req)
                                  (json_int_t)(to ? json_integer_value(to) : EXEC_TIMEOUT_S));
         if (in)
             json_object_set(args, "stdin", in);
-        session_action(req, req_param(req, 0), scope, "exec", args, NULL, render_exec, NULL);
+        session_action(req, req_param(req, 0), scope, "exec", args, NULL, render_exec, NULL, NULL);
         json_decref(args);
     }
     json_decref(body);

@@ -42,8 +42,18 @@ typedef struct sm_state {
     int64_t memory_bytes; /* cgroup usage */
     int64_t cpu_usage_ns; /* cgroup CPU time, for idle detection */
     int pids;
-    int oom_kills;
+    int oom_kills;           /* processes killed at the memory limit, since create */
+    int64_t disk_used_bytes; /* the volume, when mounted (else both 0) */
+    int64_t disk_total_bytes;
 } sm_state_t;
+
+/* What destroy does with the session's volume. Several sessions may use one
+ * workspace's volume at once: the last one running unmounts it. */
+typedef enum {
+    SM_VOLUME_KEEP_MOUNTED = 0, /* another running session still uses it */
+    SM_VOLUME_UNMOUNT = 1,      /* kept for a later session (sleeping ones, files) */
+    SM_VOLUME_REMOVE = 2,       /* the workspace's volume goes (shutdown, last session) */
+} sm_volume_action_t;
 
 typedef struct sm_exec {
     const char *command; /* run by bash -lc in /workspace */
@@ -72,19 +82,26 @@ typedef struct sm_driver {
     int (*create)(void *self, const sm_spec_t *spec, sm_state_t *out, char *err);
     /* the sandbox running with its init answering (after create or stop) */
     int (*start)(void *self, const sm_spec_t *spec, sm_state_t *out, char *err);
-    /* every process gone, memory freed; volume and records kept (sleep) */
-    int (*stop)(void *self, const char *session, char *err);
+    /* every process gone, memory freed; volume and records kept (sleep);
+     * unmount: no other running session uses the volume */
+    int (*stop)(void *self, const char *session, int unmount, char *err);
     /* new limits on the running cgroup, no restart */
     int (*scale)(void *self, const char *session, const sm_limits_t *limits, char *err);
     int (*exec)(void *self, const char *session, const sm_exec_t *req, sm_exec_result_t *res,
                 char *err);
-    /* sandbox, cgroup and (unless keep_volume) the volume gone */
-    int (*destroy)(void *self, const char *session, const char *volume, int keep_volume, char *err);
+    /* sandbox and cgroup gone; the volume as `action` says (volume NULL:
+     * the one the session was created with) */
+    int (*destroy)(void *self, const char *session, const char *volume, sm_volume_action_t action,
+                   char *err);
     /* current state (running, usage) */
     int (*state)(void *self, const char *session, sm_state_t *out, char *err);
     /* every session this host has something of (sandbox, cgroup, mount):
      * orphan cleanup compares it with the records */
     int (*list)(void *self, sm_list_fn *fn, void *arg, char *err);
+    /* every volume mounted on this host, by name, and unmounting one that
+     * no running session uses (the monitor's orphan pass) */
+    int (*volumes)(void *self, sm_list_fn *fn, void *arg, char *err);
+    int (*unmount)(void *self, const char *volume, char *err);
 } sm_driver_t;
 
 #endif

@@ -64,13 +64,18 @@ struct op {
     char workspace_id[AT_UUID_LEN + 1];
     char tier[TIER_MAX];
     int cpu_millis, memory_mb;
-    int others_live; /* other live sessions of the same workspace */
+    int others_live;    /* other live sessions of the same workspace */
+    int others_running; /* ... of which running or starting: they use the volume */
+    int mine;           /* this instance holds the session's lease */
+    char owner[128];    /* the holder otherwise */
     /* driver call: inputs (set on the loop before work) and outputs */
     char volume[VOLUME_MAX];
     sm_spec_t spec;
     sm_limits_t limits;
     sm_exec_t exec;
-    int keep_volume;
+    sm_volume_action_t volume_action;
+    int oom_before;
+    const char *recovered; /* recover: attached, restarted, stopped, lost */
     sm_state_t state;
     sm_exec_result_t res;
     int rc;
@@ -114,6 +119,14 @@ static sess_t *sess_get(const char *uuid)
     return s;
 }
 
+int sm_life_busy(const char *uuid)
+{
+    for (sess_t *s = g.buckets[hash(uuid)]; s; s = s->next)
+        if (!strcmp(s->uuid, uuid))
+            return 1;
+    return 0;
+}
+
 static void sess_drop(sess_t *s)
 {
     for (sess_t **p = &g.buckets[hash(s->uuid)]; *p; p = &(*p)->next) {
@@ -132,7 +145,8 @@ static void op_free(op_t *op)
     free(op);
 }
 
-/* The op's job is finished: free it and start the session's next job. */
+/* The op's job is finished (or handed back to the queue): free it and
+ * start the session's next job. */
 static void release(op_t *op)
 {
     sess_t *s = op->s;
@@ -334,10 +348,11 @@ static void after_start(op_t *op)
               2, p, error_recorded);
         return;
     }
-    const char *p[] = {op->session, at_worker_config(g.w)->instance};
+    const char *p[] = {op->session, op->k->kind};
     query(op,
           "UPDATE code_sessions SET status = 'loading_files', status_message = 'Loading files', "
-          "owner_instance = $2, replicas = 1, updated_at = now() "
+          "replicas = 1, last_activity = now(), last_activity_kind = $2, slept_at = NULL, "
+          "updated_at = now() "
           "WHERE uuid = $1 AND status NOT IN ('terminating', 'terminated') RETURNING 1",
           2, p, loading_recorded);
 }
@@ -403,15 +418,16 @@ static void sleeping_recorded(PGresult *res, const char *err, void *arg)
     }
 }
 
+/* Any live session sleeps (one still loading its files too: the late
+ * `loaded` finds it asleep and changes nothing). */
 static int plan_sleep(op_t *op)
 {
     if (is(op, "sleeping")) {
         finish_ok(op, json_pack("{s:s}", "status", op->status));
         return PLAN_HANDLED;
     }
-    if (!is(op, "ready") && !is(op, "error")) {
-        finish_fail(op, 1, "session %s is %s: only a ready session sleeps", op->session,
-                    op->status);
+    if (gone(op)) {
+        finish_fail(op, 1, "session %s is %s: it does not sleep", op->session, op->status);
         return PLAN_HANDLED;
     }
     return PLAN_WORK;
@@ -419,7 +435,7 @@ static int plan_sleep(op_t *op)
 
 static void work_sleep(op_t *op)
 {
-    op->rc = g.driver->stop(g.driver->self, op->session, op->err);
+    op->rc = g.driver->stop(g.driver->self, op->session, op->others_running == 0, op->err);
 }
 
 static void after_sleep(op_t *op)
@@ -428,12 +444,14 @@ static void after_sleep(op_t *op)
         finish_fail(op, 0, "session %s: sleep: %s", op->session, op->err);
         return;
     }
-    const char *p[] = {op->session};
+    const char *reason = json_string_value(json_object_get(op->args, "reason"));
+    const char *p[] = {op->session,
+                       reason && !strcmp(reason, "idle") ? "Sleeping (idle)" : "Sleeping"};
     query(op,
-          "UPDATE code_sessions SET status = 'sleeping', status_message = 'Sleeping', "
-          "replicas = 0, updated_at = now() "
+          "UPDATE code_sessions SET status = 'sleeping', status_message = $2, "
+          "replicas = 0, slept_at = now(), memory_bytes = 0, updated_at = now() "
           "WHERE uuid = $1 AND status NOT IN ('terminating', 'terminated') RETURNING 1",
-          1, p, sleeping_recorded);
+          2, p, sleeping_recorded);
 }
 
 /* ---- scale -------------------------------------------------------------- */
@@ -496,7 +514,8 @@ static void terminated_recorded(PGresult *res, const char *err, void *arg)
     if (updated(op, res, err, &failed) || !failed) {
         publish_status(op->session, "terminated", "Terminated");
         finish_ok(op, json_pack("{s:s, s:b, s:I}", "status", "terminated", "volume_kept",
-                                op->keep_volume, "driver_ms", (json_int_t)op->work_ms));
+                                op->volume_action != SM_VOLUME_REMOVE, "driver_ms",
+                                (json_int_t)op->work_ms));
     }
 }
 
@@ -507,15 +526,18 @@ static int plan_destroy(op_t *op)
         return PLAN_HANDLED;
     }
     snprintf(op->volume, sizeof op->volume, "%lld/%s", op->user_id, op->workspace_id);
-    /* delete keeps a volume another live session still mounts; shutdown
-     * is the workspace going away */
-    op->keep_volume = !strcmp(op->k->kind, "delete") && op->others_live > 0;
+    /* The last session of a workspace takes its volume along (the files
+     * stay in the database; shutdown is the seed's name for that). One
+     * that others still use stays, mounted while any of them runs. */
+    op->volume_action = op->others_running > 0 ? SM_VOLUME_KEEP_MOUNTED
+                        : op->others_live > 0  ? SM_VOLUME_UNMOUNT
+                                               : SM_VOLUME_REMOVE;
     return PLAN_WORK;
 }
 
 static void work_destroy(op_t *op)
 {
-    op->rc = g.driver->destroy(g.driver->self, op->session, op->volume, op->keep_volume, op->err);
+    op->rc = g.driver->destroy(g.driver->self, op->session, op->volume, op->volume_action, op->err);
 }
 
 static void after_destroy(op_t *op)
@@ -590,13 +612,47 @@ static int plan_exec(op_t *op)
                            .stdin_data = in ? json_string_value(in) : NULL,
                            .stdin_len = in ? json_string_length(in) : 0,
                            .timeout_ms = (int)timeout * 1000,
-                           .output_max = SM_EXEC_OUTPUT_MAX};
+                           .output_max = (size_t)at_worker_config(g.w)->exec_output_max};
     return PLAN_WORK;
 }
 
+/* The cgroup's OOM count before and after tells whether the kernel killed
+ * something of this command at the memory limit; the state after also has
+ * the disk figures the API's 507 check reads. */
 static void work_exec(op_t *op)
 {
+    char ignore[SM_ERR_MAX];
+    if (g.driver->state(g.driver->self, op->session, &op->state, ignore) == 0)
+        op->oom_before = op->state.oom_kills;
     op->rc = g.driver->exec(g.driver->self, op->session, &op->exec, &op->res, op->err);
+    if (g.driver->state(g.driver->self, op->session, &op->state, ignore) != 0)
+        op->state.oom_kills = op->oom_before;
+}
+
+/* Usage figures of a state onto the row (best effort: the monitor writes
+ * them again at its next look). */
+static void record_usage(const char *session, const sm_state_t *st, const char *activity)
+{
+    char oom[16], mem[24], used[24], total[24];
+    snprintf(oom, sizeof oom, "%d", st->oom_kills);
+    snprintf(mem, sizeof mem, "%lld", (long long)st->memory_bytes);
+    snprintf(used, sizeof used, "%lld", (long long)st->disk_used_bytes);
+    snprintf(total, sizeof total, "%lld", (long long)st->disk_total_bytes);
+    const char *p[] = {session, oom, mem, used, total, activity};
+    at_db_query(at_worker_db(g.w),
+                "UPDATE code_sessions SET oom_kills = greatest(oom_kills, $2::int), "
+                "memory_bytes = $3::bigint, "
+                "disk_used_bytes = CASE WHEN $5::bigint > 0 THEN $4::bigint END, "
+                "disk_total_bytes = nullif($5::bigint, 0), "
+                "last_activity = CASE WHEN $6::text IS NULL THEN last_activity ELSE now() END, "
+                "last_activity_kind = coalesce($6::text, last_activity_kind) WHERE uuid = $1",
+                6, p, NULL, NULL);
+}
+
+static void publish_oom(const char *session, int kills)
+{
+    publish(session, json_pack("{s:s, s:i, s:s}", "type", "oom", "oom_kills", kills, "message",
+                               "A process was killed at the session's memory limit"));
 }
 
 static void after_exec(op_t *op)
@@ -605,16 +661,17 @@ static void after_exec(op_t *op)
         finish_fail(op, 0, "session %s: exec: %s", op->session, op->err);
         return;
     }
-    const char *p[] = {op->session};
-    at_db_query(at_worker_db(g.w), "UPDATE code_sessions SET last_activity = now() WHERE uuid = $1",
-                1, p, NULL, NULL);
+    int oom = op->state.oom_kills > op->oom_before;
+    record_usage(op->session, &op->state, "exec");
+    if (oom)
+        publish_oom(op->session, op->state.oom_kills);
     json_t *out = text_json(op->res.out ? op->res.out : "", op->res.out_len);
     json_t *err = text_json(op->res.err ? op->res.err : "", op->res.err_len);
     json_t *r =
-        json_pack("{s:i, s:o*, s:o*, s:I, s:b, s:b, s:b}", "exit_code", op->res.exit_code, "stdout",
-                  out, "stderr", err, "duration_ms", (json_int_t)op->res.duration_ms, "timed_out",
-                  op->res.timed_out, "stdout_truncated", op->res.out_truncated, "stderr_truncated",
-                  op->res.err_truncated);
+        json_pack("{s:i, s:o*, s:o*, s:I, s:b, s:b, s:b, s:b}", "exit_code", op->res.exit_code,
+                  "stdout", out, "stderr", err, "duration_ms", (json_int_t)op->res.duration_ms,
+                  "timed_out", op->res.timed_out, "stdout_truncated", op->res.out_truncated,
+                  "stderr_truncated", op->res.err_truncated, "oom_killed", oom);
     if (r && op->res.signal)
         json_object_set_new(r, "signal", json_integer(op->res.signal));
     if (!r) {
@@ -622,6 +679,84 @@ static void after_exec(op_t *op)
         return;
     }
     finish_ok(op, r);
+}
+
+/* ---- recover: the host's sandbox made to match the record ---------------
+ * Queued by the monitor (monitor.h) for a session of ours whose sandbox
+ * does not match its status: adopted from a dead instance, found after a
+ * restart, or vanished (host reboot, init killed). A running session whose
+ * sandbox answers is re-attached as it is; one whose sandbox is gone is
+ * started again (files loaded again) or, with ATELIER_RESTART_LOST=false,
+ * marked error; a sleeping one whose sandbox still runs is stopped. */
+
+static int plan_recover(op_t *op)
+{
+    if (gone(op) || is(op, "error")) {
+        finish_ok(op, json_pack("{s:s}", "status", op->status));
+        return PLAN_HANDLED;
+    }
+    fill_spec(op, op->cpu_millis, op->memory_mb);
+    return PLAN_WORK;
+}
+
+static void work_recover(op_t *op)
+{
+    char ignore[SM_ERR_MAX];
+    sm_state_t st;
+    int running = g.driver->state(g.driver->self, op->session, &st, ignore) == 0 && st.running;
+    op->rc = 0;
+    if (is(op, "sleeping")) {
+        op->recovered = running ? "stopped" : "asleep";
+        if (running)
+            op->rc = g.driver->stop(g.driver->self, op->session, op->others_running == 0, op->err);
+    } else if (running) {
+        op->recovered = "attached";
+        op->state = st;
+    } else if (at_worker_config(g.w)->restart_lost) {
+        op->recovered = "restarted";
+        work_start(op);
+    } else {
+        op->recovered = "lost";
+    }
+}
+
+static void lost_recorded(PGresult *res, const char *err, void *arg)
+{
+    op_t *op = arg;
+    int failed;
+    if (updated(op, res, err, &failed)) {
+        publish_status(op->session, "error", op->err);
+        finish_ok(op, json_pack("{s:s, s:s}", "status", "error", "recovered", "lost"));
+    } else if (!failed) {
+        finish_ok(op, json_pack("{s:s}", "skipped", "session is terminating"));
+    }
+}
+
+static void after_recover(op_t *op)
+{
+    at_info("event=session_recovered session=%s status=%s outcome=%s rc=%d", op->session,
+            op->status, op->recovered, op->rc);
+    if (!strcmp(op->recovered, "restarted")) {
+        after_start(op); /* loading_files + load, or error */
+        return;
+    }
+    if (op->rc != 0) {
+        finish_fail(op, 0, "session %s: recover: %s", op->session, op->err);
+        return;
+    }
+    if (!strcmp(op->recovered, "lost")) {
+        snprintf(op->err, sizeof op->err,
+                 "The sandbox stopped outside the session manager's control "
+                 "(ATELIER_RESTART_LOST=false); wake the session to start it again");
+        const char *p[] = {op->session, op->err};
+        query(op,
+              "UPDATE code_sessions SET status = 'error', status_message = $2, replicas = 0, "
+              "updated_at = now() WHERE uuid = $1 AND status NOT IN ('terminating', 'terminated') "
+              "RETURNING 1",
+              2, p, lost_recorded);
+        return;
+    }
+    finish_ok(op, json_pack("{s:s, s:s}", "status", op->status, "recovered", op->recovered));
 }
 
 /* ---- the machine -------------------------------------------------------- */
@@ -635,6 +770,7 @@ static const kind_ops_t kinds[] = {
     {"delete", plan_destroy, work_destroy, after_destroy},
     {"shutdown", plan_destroy, work_destroy, after_destroy},
     {"exec", plan_exec, work_exec, after_exec},
+    {"recover", plan_recover, work_recover, after_recover},
 };
 
 static void work_run(void *arg)
@@ -676,6 +812,17 @@ static void row_read(PGresult *res, const char *err, void *arg)
     op->cpu_millis = atoi(PQgetvalue(res, 0, 4));
     op->memory_mb = atoi(PQgetvalue(res, 0, 5));
     op->others_live = atoi(PQgetvalue(res, 0, 6));
+    op->others_running = atoi(PQgetvalue(res, 0, 7));
+    op->mine = PQgetvalue(res, 0, 8)[0] == 't';
+    at_strlcpy(op->owner, PQgetvalue(res, 0, 9), sizeof op->owner);
+    if (!op->mine) {
+        /* another live instance holds the session: its job, not ours */
+        at_debug("event=session_job_deferred session=%s kind=%s owner=%s", op->session, op->k->kind,
+                 op->owner);
+        at_job_defer(op->ctx, SM_DEFER_MS);
+        release(op);
+        return;
+    }
     if (op->k->plan(op) != PLAN_WORK)
         return;
     at_err_t rc = g.closing ? AT_ECLOSED : at_pool_submit(g.pool, work_run, work_done, op);
@@ -689,14 +836,26 @@ static void begin(op_t *op)
     op->s->running = op;
     op->t0_us = at_mono_us();
     op->args = at_job_ctx_args(op->ctx);
-    const char *p[] = {op->session};
+    char ttl[24];
+    snprintf(ttl, sizeof ttl, "%lld", (long long)at_worker_config(g.w)->lease_ttl_ms);
+    const char *p[] = {op->session, at_worker_config(g.w)->instance, ttl};
+    /* The row, and the session's lease taken (or renewed) in the same
+     * statement; the lease condition is evaluated on the row as locked, so
+     * two instances never both get it. */
     query(op,
+          "WITH c AS (UPDATE code_sessions SET owner_instance = $2,"
+          "   owner_lease_until = now() + $3::bigint * interval '1 millisecond'"
+          " WHERE uuid = $1 AND (owner_instance IS NULL OR owner_instance = $2"
+          "   OR owner_lease_until IS NULL OR owner_lease_until < now()) RETURNING 1) "
           "SELECT s.status, s.user_id, s.workspace_id::text, s.tier, coalesce(s.cpu_millis, 0),"
           " coalesce(s.memory_mb, 0),"
           " (SELECT count(*) FROM code_sessions o WHERE o.workspace_id = s.workspace_id"
-          "   AND o.uuid <> s.uuid AND o.status NOT IN ('terminating', 'terminated'))"
+          "   AND o.uuid <> s.uuid AND o.status NOT IN ('terminating', 'terminated')),"
+          " (SELECT count(*) FROM code_sessions o WHERE o.workspace_id = s.workspace_id"
+          "   AND o.uuid <> s.uuid AND o.status IN ('initializing', 'loading_files', 'ready')),"
+          " EXISTS (SELECT 1 FROM c), coalesce(s.owner_instance, '')"
           " FROM code_sessions s WHERE s.uuid = $1",
-          1, p, row_read);
+          3, p, row_read);
 }
 
 /* Every handler: find the kind, then run now or queue behind the session's
@@ -736,8 +895,9 @@ static void enter(at_job_ctx_t *ctx)
 }
 
 const at_handler_t sm_life_handlers[] = {
-    {"start", enter, 1}, {"loaded", enter, 1}, {"sleep", enter, 1},    {"wake", enter, 1},
-    {"scale", enter, 1}, {"delete", enter, 1}, {"shutdown", enter, 1}, {"exec", enter, 1},
+    {"start", enter, 1},    {"loaded", enter, 1}, {"sleep", enter, 1},
+    {"wake", enter, 1},     {"scale", enter, 1},  {"delete", enter, 1},
+    {"shutdown", enter, 1}, {"exec", enter, 1},   {"recover", enter, 1},
 };
 const size_t sm_life_handlers_count = sizeof sm_life_handlers / sizeof sm_life_handlers[0];
 

@@ -11,17 +11,24 @@
  *            a `load` job on q:sync (the sync-worker answers with `loaded`)
  *   loaded   'loading_files' -> 'ready' (+ replicas 1), events status and
  *            pod_ready; stale (any other status): nothing
- *   sleep    ready|error -> driver stop -> 'sleeping', replicas 0
+ *   sleep    any live status -> driver stop (the volume unmounted unless
+ *            another running session of the workspace uses it) ->
+ *            'sleeping', replicas 0, slept_at; {reason: "idle"} from the culler
  *   wake     sleeping|error -> driver start -> 'loading_files' -> load job;
  *            ready or loading_files: nothing to do (success)
  *   scale    {cpu_millis, memory_mb, tier}: ready|loading_files -> driver
  *            scale -> tier, cpu_millis, memory_mb recorded
- *   delete   driver destroy; the volume is kept only while another live
- *            session uses the same workspace -> 'terminated', replicas 0
- *   shutdown driver destroy, volume removed -> 'terminated'
+ *   delete,  driver destroy; the volume goes with the workspace's last
+ *   shutdown live session, else stays (mounted while another runs) ->
+ *            'terminated', replicas 0
  *   exec     {command, timeout_s (30, max 600), stdin?}: ready only ->
  *            {exit_code, stdout, stderr, duration_ms, timed_out,
- *             stdout_truncated, stderr_truncated}; last_activity touched
+ *             stdout_truncated, stderr_truncated, oom_killed};
+ *            last_activity, oom_kills and the disk figures recorded; an
+ *            `oom` event when the kernel killed something at the limit
+ *   recover  (from the monitor) the host's sandbox made to match the row:
+ *            re-attached, restarted (ATELIER_RESTART_LOST) or 'error';
+ *            a sleeping session's stray sandbox stopped
  *
  * A transition that makes no sense (scale a sleeping session, exec in one
  * that is not ready, anything on a terminated one) fails permanently with
@@ -30,6 +37,12 @@
  *
  * Volume name: "<user_id>/<workspace_id>" (two segments, always a valid
  * volume name, stable across renames of the workspace, no lookup needed).
+ *
+ * Ownership: each job first takes (or renews) the session's lease in the
+ * same statement that reads the row (owner_instance, owner_lease_until).
+ * A job whose session another live instance holds is put back on the
+ * queue (at_job_defer, SM_DEFER_MS later) for that instance to take; an
+ * expired lease (its holder died) is taken over.
  *
  * Ordering: jobs of one session never run at the same time on this
  * instance: a job that arrives while another of its session runs waits in
@@ -51,8 +64,8 @@
 
 #define SM_EXEC_TIMEOUT_DEFAULT_S 30
 #define SM_EXEC_TIMEOUT_MAX_S 600
-#define SM_EXEC_OUTPUT_MAX (1u << 20) /* per stream */
-#define SM_SANDBOX_UID 65534          /* host owner of volume files (uid 1000 inside) */
+#define SM_SANDBOX_UID 65534 /* host owner of volume files (uid 1000 inside) */
+#define SM_DEFER_MS 20       /* a job of another instance's session goes back */
 
 /* The handlers to register in at_worker_def_t (all durable). */
 extern const at_handler_t sm_life_handlers[];
@@ -61,6 +74,8 @@ extern const size_t sm_life_handlers_count;
 /* Wire the handlers to w, a driver and a pool (both borrowed: the caller
  * frees them after sm_life_free). Call from the worker's init hook. */
 int sm_life_init(at_worker_t *w, sm_driver_t *driver, at_pool_t *pool);
+/* 1 while a job of the session runs or waits on this instance. */
+int sm_life_busy(const char *uuid);
 /* Shutdown, in this order: sm_life_close (no new driver work, no next
  * job of a session), at_pool_free (finishes what ran), free the driver,
  * sm_life_free (logs sessions whose jobs are still in flight: the worker

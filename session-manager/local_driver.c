@@ -247,8 +247,16 @@ static void probe_state(local_t *l, const char *session, sm_state_t *out)
         }
         at_initctl_close(c);
     }
-    if (read_volume_name(l, session, vol, sizeof vol) == 0)
+    if (read_volume_name(l, session, vol, sizeof vol) == 0) {
         fill_root(l, vol, out);
+        at_volume_usage_t vu;
+        char ignore[256];
+        if (at_volume_is_mounted(l->workspace_base, vol) &&
+            at_volume_usage(l->workspace_base, vol, &vu, ignore, sizeof ignore) == AT_OK) {
+            out->disk_used_bytes = (int64_t)vu.used_bytes;
+            out->disk_total_bytes = (int64_t)vu.total_bytes;
+        }
+    }
     fill_usage(session, out);
 }
 
@@ -286,13 +294,14 @@ static int prepare(local_t *l, const sm_spec_t *spec, char *err)
             at_volume_mount(l->workspace_base, spec->volume, l->host_uid, l->host_gid, e, sizeof e);
     if (rc != AT_OK)
         return fail(err, "local: volume %s: %s", spec->volume, e);
-    at_cgroup_limits_t lim = cg_limits(&spec->limits);
-    if (at_cgroup_create(spec->session, &lim, e, sizeof e) != AT_OK)
-        return fail(err, "local: cgroup %s: %s", spec->session, e);
+    /* the run dir first: local_list finds the session's cgroup through it */
     if (session_dir(l, spec->session, dir, sizeof dir) != 0)
         return fail(err, "local: run dir path too long");
     if (mkdir_exact(dir, 0755, err) != 0)
         return -1;
+    at_cgroup_limits_t lim = cg_limits(&spec->limits);
+    if (at_cgroup_create(spec->session, &lim, e, sizeof e) != AT_OK)
+        return fail(err, "local: cgroup %s: %s", spec->session, e);
     char cur[AT_VOLUME_NAME_MAX + 1];
     if (read_volume_name(l, spec->session, cur, sizeof cur) != 0 || strcmp(cur, spec->volume) != 0)
         return write_volume_name(l, spec->session, spec->volume, err);
@@ -400,10 +409,10 @@ static int halt(local_t *l, const char *session, int unmount, char *err)
     return 0;
 }
 
-static int local_stop(void *self, const char *session, char *err)
+static int local_stop(void *self, const char *session, int unmount, char *err)
 {
     local_t *l = self;
-    if (check_session(session, err) != 0 || halt(l, session, 1, err) != 0)
+    if (check_session(session, err) != 0 || halt(l, session, unmount, err) != 0)
         return -1;
     at_info("event=sandbox_stopped session=%s", session);
     return 0;
@@ -450,8 +459,8 @@ static void remove_dir(const char *dir)
     rmdir(dir);
 }
 
-static int local_destroy(void *self, const char *session, const char *volume, int keep_volume,
-                         char *err)
+static int local_destroy(void *self, const char *session, const char *volume,
+                         sm_volume_action_t action, char *err)
 {
     local_t *l = self;
     char e[SM_ERR_MAX - 64], dir[PATH_MAX], recorded[AT_VOLUME_NAME_MAX + 1];
@@ -461,11 +470,11 @@ static int local_destroy(void *self, const char *session, const char *volume, in
         return fail(err, "local: destroy cgroup %s: %s", session, e);
     if (!volume && read_volume_name(l, session, recorded, sizeof recorded) == 0)
         volume = recorded;
-    if (volume) {
+    if (volume && action != SM_VOLUME_KEEP_MOUNTED) {
         if (!at_volume_name_ok(volume))
             return fail(err, "local: bad volume name '%s'", volume);
         at_err_t rc =
-            keep_volume
+            action == SM_VOLUME_UNMOUNT
                 ? at_volume_umount(l->workspace_base, volume, UMOUNT_TIMEOUT_MS, e, sizeof e)
                 : at_volume_destroy(l->workspace_base, volume, UMOUNT_TIMEOUT_MS, e, sizeof e);
         if (rc != AT_OK)
@@ -473,8 +482,11 @@ static int local_destroy(void *self, const char *session, const char *volume, in
     }
     if (session_dir(l, session, dir, sizeof dir) == 0)
         remove_dir(dir);
-    at_info("event=sandbox_destroyed session=%s volume=%s keep_volume=%d", session,
-            volume ? volume : "-", keep_volume);
+    at_info("event=sandbox_destroyed session=%s volume=%s volume_action=%s", session,
+            volume ? volume : "-",
+            action == SM_VOLUME_REMOVE    ? "remove"
+            : action == SM_VOLUME_UNMOUNT ? "unmount"
+                                          : "keep_mounted");
     return 0;
 }
 
@@ -488,31 +500,48 @@ static int local_state(void *self, const char *session, sm_state_t *out, char *e
     return 0;
 }
 
+/* The sessions of this deployment: those with a run dir under run_base.
+ * prepare makes the run dir before the cgroup and destroy removes it last,
+ * so every cgroup, sandbox and mount of ours is found through it, and the
+ * atelier/ cgroups of another deployment on the same host (another data
+ * dir) are never reported, so never taken for orphans. */
 static int local_list(void *self, sm_list_fn *fn, void *arg, char *err)
+{
+    local_t *l = self;
+    DIR *d = opendir(l->run_base);
+    if (!d)
+        return errno == ENOENT ? 0 : fail(err, "local: list %s: %s", l->run_base, strerror(errno));
+    struct dirent *de;
+    while ((de = readdir(d)))
+        if (de->d_name[0] != '.' && at_cgroup_name_ok(de->d_name))
+            fn(de->d_name, arg);
+    closedir(d);
+    return 0;
+}
+
+static int local_volumes(void *self, sm_list_fn *fn, void *arg, char *err)
 {
     local_t *l = self;
     char e[SM_ERR_MAX - 64];
     char **names = NULL;
     size_t n = 0;
-    if (at_cgroup_list(&names, &n, e, sizeof e) != AT_OK)
-        return fail(err, "local: list cgroups: %s", e);
+    if (at_volume_list_mounted(l->workspace_base, &names, &n, e, sizeof e) != AT_OK)
+        return fail(err, "local: list volumes: %s", e);
     for (size_t i = 0; i < n; i++)
         fn(names[i], arg);
-    DIR *d = opendir(l->run_base);
-    if (d) {
-        struct dirent *de;
-        while ((de = readdir(d))) {
-            if (!at_cgroup_name_ok(de->d_name) || de->d_name[0] == '.')
-                continue;
-            int seen = 0;
-            for (size_t i = 0; i < n && !seen; i++)
-                seen = strcmp(names[i], de->d_name) == 0;
-            if (!seen)
-                fn(de->d_name, arg);
-        }
-        closedir(d);
-    }
-    at_cgroup_list_free(names, n);
+    at_volume_list_free(names, n);
+    return 0;
+}
+
+static int local_unmount(void *self, const char *volume, char *err)
+{
+    local_t *l = self;
+    char e[SM_ERR_MAX - 64];
+    if (!volume || !at_volume_name_ok(volume))
+        return fail(err, "local: bad volume name '%s'", volume ? volume : "(null)");
+    if (at_volume_umount(l->workspace_base, volume, UMOUNT_TIMEOUT_MS, e, sizeof e) != AT_OK)
+        return fail(err, "local: unmount %s: %s", volume, e);
+    at_info("event=volume_unmounted volume=%s", volume);
     return 0;
 }
 
@@ -845,7 +874,9 @@ sm_driver_t *sm_local_driver_new(const sm_local_config_t *cfg, char *err)
                              .exec = local_exec,
                              .destroy = local_destroy,
                              .state = local_state,
-                             .list = local_list};
+                             .list = local_list,
+                             .volumes = local_volumes,
+                             .unmount = local_unmount};
     return &l->table;
 }
 

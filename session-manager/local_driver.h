@@ -14,7 +14,9 @@
  * The volume name lives outside the bound run dir so nothing inside the sandbox
  * can change which volume the manager later unmounts or destroys.
  *
- * The host is the source of truth: whether a sandbox runs is "does the init at
+ * list reports the sessions with a run dir under run_base (made before the
+ * cgroup, removed last), so another deployment's sandboxes on the same host
+ * are never reported. The host is the source of truth: whether a sandbox runs is "does the init at
  * init.sock answer a ping", its pid is SO_PEERCRED of that socket, its usage is
  * the cgroup's. A fresh driver (a restarted session-manager) therefore finds
  * every running sandbox: start on a running session re-attaches without

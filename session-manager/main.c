@@ -15,6 +15,7 @@
 #include "atelier/worker.h"
 #include "lifecycle.h"
 #include "local_driver.h"
+#include "monitor.h"
 
 #define DRIVER_THREADS 4
 #define DRIVER_QUEUE_MAX 4096
@@ -88,14 +89,16 @@ static int sm_init(at_worker_t *w)
                             .init_path = init,
                             .host_uid = SM_SANDBOX_UID,
                             .host_gid = SM_SANDBOX_UID,
-                            .net = AT_SANDBOX_NET_NONE};
+                            .net = AT_SANDBOX_NET_NONE,
+                            .default_disk_bytes = (uint64_t)cfg->disk_quota_mb << 20};
     g_driver = sm_local_driver_new(&lc, err);
     if (!g_driver) {
         at_error("event=start_failed error=\"local driver: %s\"", err);
         return -1;
     }
     g_pool = at_pool_new(at_worker_io(w), DRIVER_THREADS, DRIVER_QUEUE_MAX);
-    if (!g_pool || sm_life_init(w, g_driver, g_pool) != 0) {
+    if (!g_pool || sm_life_init(w, g_driver, g_pool) != 0 ||
+        sm_monitor_start(w, g_driver, g_pool) != 0) {
         at_error("event=start_failed error=\"cannot make the driver pool\"");
         at_pool_free(g_pool);
         sm_local_driver_free(g_driver);
@@ -111,6 +114,7 @@ static int sm_init(at_worker_t *w)
 static void sm_shutdown(at_worker_t *w)
 {
     (void)w;
+    sm_monitor_stop();
     sm_life_close();
     at_pool_free(g_pool); /* waits for running driver calls; their jobs finish */
     g_pool = NULL;

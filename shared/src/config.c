@@ -202,8 +202,66 @@ static at_err_t absolutise(char **path)
     return AT_OK;
 }
 
+/* One tier of a `name=cpu_millis:memory_mb,...` list: 1 when name is in it
+ * (*cpu, *mem set), 0 when not, -1 when the list is malformed. */
+static int tier_find(const char *list, const char *name, int *cpu, int *mem)
+{
+    size_t want = strlen(name);
+    for (const char *p = list; *p;) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        const char *eq = memchr(p, '=', len);
+        char num[48];
+        size_t nl = eq ? len - (size_t)(eq + 1 - p) : 0;
+        if (!eq || eq == p || nl == 0 || nl >= sizeof num)
+            return -1;
+        memcpy(num, eq + 1, nl);
+        num[nl] = '\0';
+        int c, m, used = 0;
+        if (sscanf(num, "%d:%d%n", &c, &m, &used) != 2 || num[used] || c < 1 || c > 1000000 ||
+            m < 16 || m > 16777216)
+            return -1;
+        if ((size_t)(eq - p) == want && !strncmp(p, name, want)) {
+            *cpu = c;
+            *mem = m;
+            return 1;
+        }
+        p = end ? end + 1 : p + len;
+    }
+    return 0;
+}
+
+int at_config_tier(const at_config_t *cfg, const char *name, int *cpu_millis, int *memory_mb)
+{
+    return tier_find(cfg->tiers, name, cpu_millis, memory_mb) == 1;
+}
+
+static at_err_t check_tiers(const at_config_t *cfg, char *errbuf, size_t errlen)
+{
+    static const char *const needed[] = {"small", "standard", "large"};
+    for (size_t i = 0; i < sizeof needed / sizeof needed[0]; i++) {
+        int c, m, r = tier_find(cfg->tiers, needed[i], &c, &m);
+        if (r < 0)
+            seterr(errbuf, errlen,
+                   "ATELIER_TIERS=\"%s\": expected name=cpu_millis:memory_mb,... (cpu_millis "
+                   ">= 1, memory_mb >= 16)",
+                   cfg->tiers);
+        else if (r == 0)
+            seterr(errbuf, errlen,
+                   "ATELIER_TIERS=\"%s\": tier %s is missing (small, standard and large are "
+                   "needed)",
+                   cfg->tiers, needed[i]);
+        if (r != 1) {
+            return AT_ECONFIG;
+        }
+    }
+    return AT_OK;
+}
+
 static at_err_t derive(at_config_t *cfg, char *errbuf, size_t errlen)
 {
+    if (check_tiers(cfg, errbuf, errlen) != AT_OK)
+        return AT_ECONFIG;
     if (absolutise(&cfg->data_dir) != AT_OK) {
         seterr(errbuf, errlen, "ATELIER_DATA_DIR=\"%s\": cannot make absolute", cfg->data_dir);
         return AT_ECONFIG;

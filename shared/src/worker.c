@@ -30,7 +30,10 @@ struct at_job_ctx {
     int reclaimed;
     job_state_t state;
     int64_t started_us;
-    char *error; /* failure message, kept for the dead letter / retry */
+    char *error;   /* failure message, kept for the dead letter / retry */
+    int permanent; /* at_job_fail said permanent: the reply says so */
+    int deferred;  /* at_job_defer: requeued without using an attempt */
+    int64_t defer_ms;
     at_io_timer_t *retry_timer;
 };
 
@@ -124,8 +127,12 @@ static void send_reply(at_job_ctx_t *c, int ok, json_t *result, const char *erro
         return;
     if (result)
         json_object_set(msg, "result", result);
-    if (error)
+    if (error) {
         json_object_set_new(msg, "error", json_string(error));
+        /* refused for good (a request that cannot apply), not a failure
+         * that used up its attempts: callers answer 409 rather than 502 */
+        json_object_set_new(msg, "permanent", json_boolean(c->permanent));
+    }
     char *s = json_dumps(msg, JSON_COMPACT);
     json_decref(msg);
     if (s) {
@@ -191,28 +198,20 @@ static void go_dead(at_job_ctx_t *c)
 static void requeue_now(void *arg)
 {
     at_job_ctx_t *c = arg;
-    c->job.attempt = (uint32_t)c->attempt + 1;
+    c->job.attempt = (uint32_t)c->attempt + (c->deferred ? 0 : 1);
     unsigned char *buf;
     size_t len;
     if (at_job_encode(&c->job, &buf, &len) == AT_OK) {
         at_consumer_move(c->w->consumer, c->entry_id, c->w->stream, buf, len, 0, NULL);
         free(buf);
     }
-    count_outcome(c, "retry");
+    count_outcome(c, c->deferred ? "deferred" : "retry");
     release(c);
 }
 
-static void retry_row_done(PGresult *res, const char *err, void *arg)
+/* Back onto the stream after delay_ms, same attempt, jobs row untouched. */
+static void wait_then_requeue(at_job_ctx_t *c, int64_t delay)
 {
-    (void)res;
-    at_job_ctx_t *c = arg;
-    if (err)
-        at_warn("event=job_retry_record_failed job=%s error=\"%s\"", c->job.id, err);
-    int64_t delay = c->w->cfg.job_retry_backoff_ms;
-    for (int i = 1; i < c->attempt && delay < MAX_BACKOFF_MS; i++)
-        delay *= 2;
-    if (delay > MAX_BACKOFF_MS)
-        delay = MAX_BACKOFF_MS;
     c->state = JOB_WAITING_RETRY;
     if (delay == 0 || c->w->draining) {
         requeue_now(c);
@@ -226,6 +225,44 @@ static void retry_row_done(PGresult *res, const char *err, void *arg)
     at_io_timer_start(c->retry_timer, (uint64_t)delay, 0);
 }
 
+static void defer_row_done(PGresult *res, const char *err, void *arg)
+{
+    (void)res;
+    at_job_ctx_t *c = arg;
+    if (err)
+        at_warn("event=job_defer_record_failed job=%s error=\"%s\"", c->job.id, err);
+    wait_then_requeue(c, c->defer_ms);
+}
+
+/* The start counted a delivery on the jobs row: this one was no attempt. */
+void at_job_defer(at_job_ctx_t *c, int64_t delay_ms)
+{
+    c->deferred = 1;
+    c->defer_ms = delay_ms < 0 ? 0 : delay_ms;
+    c->state = JOB_FINISHING;
+    const char *p[] = {c->job.id};
+    if (!c->handler->durable ||
+        at_db_query(c->w->db,
+                    "UPDATE jobs SET state = 'queued', attempts = greatest(attempts - 1, 0), "
+                    "updated_at = now() WHERE id = $1 AND state = 'running'",
+                    1, p, defer_row_done, c) != AT_OK)
+        defer_row_done(NULL, NULL, c);
+}
+
+static void retry_row_done(PGresult *res, const char *err, void *arg)
+{
+    (void)res;
+    at_job_ctx_t *c = arg;
+    if (err)
+        at_warn("event=job_retry_record_failed job=%s error=\"%s\"", c->job.id, err);
+    int64_t delay = c->w->cfg.job_retry_backoff_ms;
+    for (int i = 1; i < c->attempt && delay < MAX_BACKOFF_MS; i++)
+        delay *= 2;
+    if (delay > MAX_BACKOFF_MS)
+        delay = MAX_BACKOFF_MS;
+    wait_then_requeue(c, delay);
+}
+
 void at_job_fail(at_job_ctx_t *c, int permanent, const char *fmt, ...)
 {
     char msg[1024];
@@ -235,6 +272,7 @@ void at_job_fail(at_job_ctx_t *c, int permanent, const char *fmt, ...)
     va_end(ap);
     free(c->error);
     c->error = strdup(msg);
+    c->permanent = permanent;
     c->w->failed_total++;
     if (permanent || c->attempt >= c->w->cfg.job_max_attempts) {
         go_dead(c);

@@ -171,6 +171,8 @@ class Stack:
             ATELIER_HTTP_PORT=str(self.port),
             API_KEY=self.api_key,
             ATELIER_HEARTBEAT_TTL_MS="3000",
+            # a killed session-manager's sessions are adopted 2 s later
+            ATELIER_LEASE_TTL_MS="2000",
             ASAN_OPTIONS="detect_leaks=1:abort_on_error=0",
             UBSAN_OPTIONS="print_stacktrace=1",
         )

@@ -10,9 +10,11 @@ from test_sessions import (FAST, ISO, LOOPBACK, UUID4, assert_default_file, asse
                            counts, job_row, session_row, stream_jobs, user_key)
 
 URL = "https://vs-code-{uuid}.preview.example/{uuid}/"
-ENV = dict(FAST, ATELIER_WORKSPACE_URL=URL)
+# no session-manager here: actions that wait for it answer 202 (queued) after 300 ms
+ENV = dict(FAST, ATELIER_WORKSPACE_URL=URL, ATELIER_REPLY_TIMEOUT_MS="300")
 STATUS_FIELDS = {"user_id", "status", "created_at", "last_activity", "tier", "cpu_millis",
-                 "memory_mb", "status_message"}
+                 "memory_mb", "status_message", "last_activity_kind", "oom_kills", "memory_bytes",
+                 "disk_used_bytes", "disk_total_bytes"}
 
 
 def create(stack, headers, **body):

@@ -4,14 +4,12 @@ loop-mounted volumes. create -> ready (files loaded), exec, sleep/wake,
 scale, delete; nothing of the sandbox is left afterwards."""
 import json
 import os
-import pathlib
-import shutil
-import tempfile
 import time
 
 import pytest
 
-from harness import cgroup_dirs, cleanup_sandboxes, mounts_under, wait_for
+from harness import cgroup_dirs, mounts_under, wait_for
+from sandboxes import runtime, status_of, wait_status  # noqa: F401 (runtime: a fixture)
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="sandboxes need root (cgroups, loop mounts)"),
@@ -36,20 +34,6 @@ def images(base):
             if f.endswith(".img")]
 
 
-def status_of(stack, h, uuid):
-    r = stack.get("/api/sessions/%s" % uuid, headers=h)
-    assert r.status_code == 200, r.text
-    return r.json()
-
-
-def wait_status(stack, h, uuid, want, timeout=30.0):
-    def check():
-        s = status_of(stack, h, uuid)
-        assert s["status"] != "error", "session failed: %s" % s.get("status_message")
-        return s if s["status"] == want else None
-    return wait_for(check, timeout=timeout, interval=0.02, what="status %s" % want)
-
-
 def exec_job(stack, uuid, command, timeout_s=None):
     args = {"command": command}
     if timeout_s:
@@ -59,25 +43,6 @@ def exec_job(stack, uuid, command, timeout_s=None):
                    headers=stack.admin_headers(), timeout=70)
     assert r.status_code in (200, 500), r.text
     return r.json()
-
-
-@pytest.fixture
-def runtime(stack):
-    # outside pytest's 0700 tmp dirs: the sandbox user (65534 on the host)
-    # must reach its volume through every folder above it
-    base = pathlib.Path(tempfile.mkdtemp(prefix="atelier-rt-"))
-    os.chmod(base, 0o755)
-    env = {"WORKSPACE_BASE_PATH": str(base)}
-    stack.start("gateway", env=env)
-    sm = stack.start("session-manager", env=env)
-    stack.start("sync-worker", env=env)
-    uuids = []
-    run_base = os.path.join(stack.services.dir, "run", "sandboxes")
-    yield base, run_base, uuids, sm
-    stack.stop(sm)
-    cleanup_sandboxes(uuids, [str(base)], run_base)
-    if not mounts_under(str(base)):
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_session_lifecycle_on_local_driver(stack, runtime):
@@ -117,9 +82,15 @@ def test_session_lifecycle_on_local_driver(stack, runtime):
     u = "/api/workspace/%s/files/notes.txt" % uuid
     assert stack.request("PUT", u, json={"content": "kept across sleep\n"}, headers=h).ok
 
+    # sleep, wake and scale answer once the manager has done them, with
+    # client-api-v3.1.md's bodies
     t = time.monotonic()
-    assert stack.post("/session/%s/sleep" % uuid, headers=h).status_code == 202
-    slept = wait_status(stack, h, uuid, "sleeping")
+    r = stack.post("/session/%s/sleep" % uuid, headers=h)
+    assert r.status_code == 200, r.text
+    assert {k: r.json()[k] for k in ("uuid", "action", "status")} == {
+        "uuid": uuid, "action": "sleep", "status": "sleeping"}
+    slept = status_of(stack, h, uuid)
+    assert slept["status"] == "sleeping"
     print("sleep: %.0f ms" % ((time.monotonic() - t) * 1000))
     assert slept["replicas"] == 0
     assert not mounts_under(str(vol)), "a sleeping session holds no mount"
@@ -127,7 +98,8 @@ def test_session_lifecycle_on_local_driver(stack, runtime):
     assert not out["ok"] and "sleeping" in out["error"], out
 
     t = time.monotonic()
-    assert stack.post("/session/%s/wake" % uuid, headers=h).status_code == 202
+    r = stack.post("/session/%s/wake" % uuid, headers=h)
+    assert r.status_code == 200 and r.json()["status"] == "waking", r.text
     woke = wait_status(stack, h, uuid, "ready")
     print("wake -> ready: %.0f ms" % ((time.monotonic() - t) * 1000))
     assert woke["replicas"] == 1
@@ -135,9 +107,12 @@ def test_session_lifecycle_on_local_driver(stack, runtime):
     assert out["ok"] and out["result"]["stdout"] == "kept across sleep\n", out
 
     t = time.monotonic()
-    assert stack.post("/session/%s/scale" % uuid, json={"scale": "up"},
-                      headers=h).status_code == 202
-    wait_for(lambda: status_of(stack, h, uuid)["tier"] == "large", what="scale recorded")
+    r = stack.post("/session/%s/scale" % uuid, json={"scale": "up"}, headers=h)
+    assert r.status_code == 200, r.text
+    assert {k: r.json()[k] for k in ("uuid", "action", "status", "cpu_millis", "memory_mb")} == {
+        "uuid": uuid, "action": "scale_up", "status": "success", "cpu_millis": 2000,
+        "memory_mb": 2048}
+    assert status_of(stack, h, uuid)["tier"] == "large"
     print("scale: %.0f ms" % ((time.monotonic() - t) * 1000))
     assert memory_limit(uuid) == 2 << 30
 
@@ -161,16 +136,18 @@ def test_exec_and_scale_refused_when_the_session_is_not_ready(stack, runtime):
     wait_status(stack, h, s["uuid"], "ready")
     out = exec_job(stack, s["uuid"], "true", timeout_s=601)
     assert not out["ok"] and "timeout_s" in out["error"], out
-    assert stack.post("/session/%s/sleep" % s["uuid"], headers=h).status_code == 202
-    wait_status(stack, h, s["uuid"], "sleeping")
-    assert stack.post("/session/%s/scale" % s["uuid"], json={"scale": "up"},
-                      headers=h).status_code == 202
-    wait_for(lambda: stack.query("SELECT state, error FROM jobs WHERE session = %s "
-                                 "AND kind = 'scale'", s["uuid"])[0][0] == "dead",
-             what="scale refused")
-    err = stack.query("SELECT error FROM jobs WHERE session = %s AND kind = 'scale'",
-                      s["uuid"])[0][0]
-    assert "sleeping" in err
+    assert stack.post("/session/%s/sleep" % s["uuid"], headers=h).status_code == 200
+    assert status_of(stack, h, s["uuid"])["status"] == "sleeping"
+    # refused at the door: 409 with the reason, and no job queued
+    r = stack.post("/session/%s/scale" % s["uuid"], json={"scale": "up"}, headers=h)
+    assert r.status_code == 409 and "sleeping" in r.json()["detail"], r.text
+    r = stack.post("/api/sessions/%s/exec" % s["uuid"], json={"command": "true"}, headers=h)
+    assert r.status_code == 409 and "wake it first" in r.json()["detail"], r.text
+    assert stack.query("SELECT kind, count(*) FROM jobs WHERE session = %s AND kind IN "
+                       "('scale', 'exec') GROUP BY kind", s["uuid"]) == [("exec", 1)]
+    # a job that reaches the manager in a state it cannot apply to is refused there
+    out = exec_job(stack, s["uuid"], "true")
+    assert not out["ok"] and "sleeping" in out["error"], out
     assert stack.request("DELETE", "/api/sessions/%s" % s["uuid"], headers=h).status_code == 202
     wait_for(lambda: stack.query("SELECT status FROM code_sessions WHERE uuid = %s",
                                  s["uuid"])[0][0] == "terminated", what="terminated")
@@ -188,14 +165,14 @@ def test_jobs_of_one_session_run_in_order_and_events_are_published(stack, runtim
     slow = stack.post("/api/jobs", json={"role": "session", "kind": "exec", "session": uuid,
                                          "args": {"command": "sleep 1; echo done"}},
                       headers=stack.admin_headers()).json()
-    assert stack.post("/session/%s/sleep" % uuid, headers=h).status_code == 202
+    assert stack.post("/session/%s/sleep" % uuid, headers=h).status_code == 200
     wait_status(stack, h, uuid, "sleeping")
     job = stack.job(slow["id"])
     assert job["state"] == "done" and job["result"]["stdout"] == "done\n", job
 
     ps = stack.r.pubsub()
     ps.subscribe("ev:%s" % uuid)
-    assert stack.post("/session/%s/wake" % uuid, headers=h).status_code == 202
+    assert stack.post("/session/%s/wake" % uuid, headers=h).status_code == 200
     wait_status(stack, h, uuid, "ready")
     events = []
     deadline = time.monotonic() + 5
@@ -260,9 +237,13 @@ def test_workspace_shutdown_removes_the_volume(stack, runtime):
     wait_status(stack, h, s["uuid"], "ready")
     assert images(base)
     r = stack.post("/workspace/%s/shutdown" % s["workspace_id"], headers=h)
-    assert r.status_code == 202, r.text
-    wait_for(lambda: stack.query("SELECT status FROM code_sessions WHERE uuid = %s",
-                                 s["uuid"])[0][0] == "terminated", what="terminated")
+    assert r.status_code == 200, r.text
+    assert r.json() == {"success": True, "message": "Workspace shutdown completed",
+                        "workspace_id": s["workspace_id"], "session_id": s["uuid"],
+                        "active_connections": 0, "pod_deleted": True, "pvc_deleted": True,
+                        "job_id": r.json()["job_id"]}
+    assert stack.query("SELECT status FROM code_sessions WHERE uuid = %s",
+                       s["uuid"])[0][0] == "terminated"
     assert not images(base)
     assert not mounts_under(str(base)) and cgroup_dirs(s["uuid"]) == []
 

@@ -13,7 +13,9 @@ ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 SESSION_FIELDS = {"id", "uuid", "user_id", "name", "language", "is_active", "status",
                   "status_message", "tier", "replicas", "cpu_millis", "memory_mb",
-                  "workspace_id", "created_at", "updated_at", "last_activity", "job_id"}
+                  "workspace_id", "created_at", "updated_at", "last_activity", "job_id",
+                  "last_activity_kind", "oom_kills", "memory_bytes", "disk_used_bytes",
+                  "disk_total_bytes"}
 SCRIPT = 'print("Hello from Atelier!")\n'
 
 

@@ -67,7 +67,7 @@ static void test_defaults(void **state)
     assert_string_equal(cfg.s3_workspace_prefix, "user_data");
     assert_string_equal(cfg.http_host, "127.0.0.1");
     assert_string_equal(cfg.log_level, "info");
-    assert_int_equal(cfg.session_timeout, 3600);
+    assert_int_equal(cfg.idle_sleep_s, 900);
     assert_int_equal(cfg.kubernetes_in_cluster, 0);
     assert_int_equal(cfg.access_log, 1);
     assert_string_equal(cfg.s3_workspace_bucket, "");
@@ -157,7 +157,7 @@ static void test_file(void **state)
     assert_string_equal(cfg.s3_workspace_bucket, "my bucket");
     assert_string_equal(cfg.api_key, "k=v#x");
     assert_int_equal(cfg.max_file_size, 8192);
-    assert_int_equal(cfg.session_timeout, 120);
+    assert_int_equal(cfg.idle_sleep_s, 120); /* SESSION_TIMEOUT, the alias */
     assert_string_equal(cfg.cors_origins, "");
     assert_string_equal(cfg.kubernetes_namespace, "atelier");
     at_config_free(&cfg);
@@ -219,7 +219,11 @@ static void test_bad_values(void **state)
         {"ATELIER_HTTP_PORT", "65536"},
         {"MAX_FILE_SIZE", "99999999999999999999"},
         {"MAX_FILE_SIZE", "1073741825"},
-        {"SESSION_TIMEOUT", "59"},
+        {"SESSION_TIMEOUT", "-1"},
+        {"ATELIER_TIERS", "small=500:512,standard=1000:1024"},
+        {"ATELIER_TIERS", "small=500:512,standard=1000,large=2000:2048"},
+        {"ATELIER_TIERS", "small=0:512,standard=1000:1024,large=2000:2048"},
+        {"ATELIER_TIERS", "=1:512,small=500:512,standard=1000:1024,large=2000:2048"},
         {"ATELIER_DB_POOL", "-1"},
         {"KUBERNETES_IN_CLUSTER", "maybe"},
         {"ATELIER_ACCESS_LOG", "2"},
@@ -240,6 +244,32 @@ static void test_bad_values(void **state)
         /* a failed load leaves nothing to free */
         assert_null(cfg.http_host);
     }
+}
+
+/* ATELIER_TIERS: every tier of the list is found, in any order. */
+static void test_tiers(void **state)
+{
+    (void)state;
+    const char *env[] = {"ATELIER_TIERS", "large=4000:8192,tiny=100:64,small=250:256,standard=1:16",
+                         NULL};
+    at_config_t cfg;
+    assert_int_equal(load(&cfg, env), AT_OK);
+    int cpu = 0, mem = 0;
+    assert_true(at_config_tier(&cfg, "large", &cpu, &mem));
+    assert_int_equal(cpu, 4000);
+    assert_int_equal(mem, 8192);
+    assert_true(at_config_tier(&cfg, "standard", &cpu, &mem));
+    assert_int_equal(cpu, 1);
+    assert_int_equal(mem, 16);
+    assert_true(at_config_tier(&cfg, "tiny", &cpu, &mem));
+    assert_false(at_config_tier(&cfg, "smal", &cpu, &mem));
+    assert_false(at_config_tier(&cfg, "huge", &cpu, &mem));
+    at_config_free(&cfg);
+    assert_int_equal(load(&cfg, NULL), AT_OK);
+    assert_true(at_config_tier(&cfg, "small", &cpu, &mem));
+    assert_int_equal(cpu, 500);
+    assert_int_equal(mem, 512);
+    at_config_free(&cfg);
 }
 
 static void test_bad_value_in_file(void **state)
@@ -328,17 +358,12 @@ static void test_doc_in_step(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_defaults),
-        cmocka_unit_test(test_env_override),
-        cmocka_unit_test(test_port_alias),
-        cmocka_unit_test(test_file),
-        cmocka_unit_test(test_file_alias),
-        cmocka_unit_test(test_derived),
-        cmocka_unit_test(test_bad_values),
-        cmocka_unit_test(test_bad_value_in_file),
-        cmocka_unit_test(test_unknown_key_in_file),
-        cmocka_unit_test(test_file_errors),
-        cmocka_unit_test(test_doc_in_step),
+        cmocka_unit_test(test_defaults),          cmocka_unit_test(test_env_override),
+        cmocka_unit_test(test_port_alias),        cmocka_unit_test(test_file),
+        cmocka_unit_test(test_file_alias),        cmocka_unit_test(test_derived),
+        cmocka_unit_test(test_bad_values),        cmocka_unit_test(test_tiers),
+        cmocka_unit_test(test_bad_value_in_file), cmocka_unit_test(test_unknown_key_in_file),
+        cmocka_unit_test(test_file_errors),       cmocka_unit_test(test_doc_in_step),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

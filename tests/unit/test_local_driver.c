@@ -207,8 +207,8 @@ static void test_lifecycle(void **state)
     assert_int_equal((int)lim.pids_max, 600);
 
     /* sleep / wake: the file survives */
-    DCHECK(d->stop(d->self, g_sess, g_derr));
-    DCHECK(d->stop(d->self, g_sess, g_derr)); /* idempotent */
+    DCHECK(d->stop(d->self, g_sess, 1, g_derr));
+    DCHECK(d->stop(d->self, g_sess, 1, g_derr)); /* idempotent */
     DCHECK(d->state(d->self, g_sess, &st, g_derr));
     assert_false(st.running);
     assert_false(at_volume_is_mounted(g_ws, g_volname));
@@ -232,8 +232,8 @@ static void test_lifecycle(void **state)
     assert_string_equal(r.out, "data\n");
     sm_local_exec_result_free(&r);
 
-    DCHECK(d->destroy(d->self, g_sess, g_volname, 0, g_derr));
-    DCHECK(d->destroy(d->self, g_sess, g_volname, 0, g_derr)); /* idempotent */
+    DCHECK(d->destroy(d->self, g_sess, g_volname, SM_VOLUME_REMOVE, g_derr));
+    DCHECK(d->destroy(d->self, g_sess, g_volname, SM_VOLUME_REMOVE, g_derr)); /* idempotent */
     assert_false(cgroup_has(g_sess));
     assert_false(at_volume_is_mounted(g_ws, g_volname));
     char path[256];
@@ -297,10 +297,10 @@ static void test_list_and_timings(void **state)
         assert_int_equal(r.exit_code, 0);
         sm_local_exec_result_free(&r);
         t0 = at_mono_us();
-        DCHECK(d->stop(d->self, sess, g_derr));
+        DCHECK(d->stop(d->self, sess, 1, g_derr));
         t_stop[i] = ms_since(t0);
         t0 = at_mono_us();
-        DCHECK(d->destroy(d->self, sess, vol, 0, g_derr));
+        DCHECK(d->destroy(d->self, sess, vol, SM_VOLUME_REMOVE, g_derr));
         t_destroy[i] = ms_since(t0);
         assert_false(cgroup_has(sess));
     }

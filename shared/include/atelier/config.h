@@ -30,8 +30,43 @@
       "`unix://$ATELIER_DATA_DIR/run/redis.sock`.")                                                \
     X(STR, cors_origins, "CORS_ORIGINS", NULL, "", 0, 0,                                           \
       "Comma-separated origins allowed by CORS; empty allows none but same-origin.")               \
-    X(INT, session_timeout, "SESSION_TIMEOUT", NULL, "3600", 60, 31536000,                         \
-      "Seconds a session may stay idle before it is culled.")                                      \
+    X(INT, idle_sleep_s, "ATELIER_IDLE_SLEEP_S", "SESSION_TIMEOUT", "900", 0, 31536000,            \
+      "Seconds without activity (API writes, exec, terminal input, CPU use in the sandbox) "       \
+      "after which a ready session is put to sleep (0: never). `SESSION_TIMEOUT` is accepted "     \
+      "as an alias.")                                                                              \
+    X(INT, sleep_delete_s, "ATELIER_SLEEP_DELETE_S", NULL, "604800", 0, 315360000,                 \
+      "Seconds a session may sleep before it is deleted (0: never; its files stay in the "         \
+      "database).")                                                                                \
+    X(INT, idle_delete_s, "ATELIER_IDLE_DELETE_S", NULL, "0", 0, 315360000,                        \
+      "Seconds without activity after which a session is deleted outright, asleep or not "         \
+      "(0: never; platform-features.md's 30-minute cleanup is 1800).")                             \
+    X(INT, max_lifetime_s, "ATELIER_MAX_LIFETIME_S", NULL, "0", 0, 315360000,                      \
+      "Seconds after creation at which a session is deleted whatever it does (0: never; "          \
+      "platform-features.md's limit is 7200).")                                                    \
+    X(INT, cull_interval_ms, "ATELIER_CULL_INTERVAL_MS", NULL, "60000", 100, 3600000,              \
+      "How often a session-manager looks at its sessions: activity, idle culling, usage, "         \
+      "sandboxes that vanished, orphans.")                                                         \
+    X(INT, idle_cpu_millis, "ATELIER_IDLE_CPU_MILLIS", NULL, "10", 0, 100000,                      \
+      "CPU use, in thousandths of a CPU averaged between two looks, above which a sandbox "        \
+      "counts as active (a long background job is activity).")                                     \
+    X(INT, lease_ttl_ms, "ATELIER_LEASE_TTL_MS", NULL, "15000", 1000, 3600000,                     \
+      "Lease of a session-manager on its sessions, renewed every third of it; when an "            \
+      "instance dies, another adopts its sessions once the lease has expired.")                    \
+    X(BOOL, restart_lost, "ATELIER_RESTART_LOST", NULL, "true", 0, 0,                              \
+      "A running session whose sandbox vanished (host reboot, killed init) is started again; "     \
+      "false: it is marked `error`.")                                                              \
+    X(INT, load_timeout_s, "ATELIER_LOAD_TIMEOUT_S", NULL, "300", 5, 86400,                        \
+      "A session still `loading_files` after this long is marked `error`.")                        \
+    X(INT, disk_quota_mb, "ATELIER_DISK_QUOTA_MB", NULL, "5120", 16, 16777216,                     \
+      "Size of each workspace volume in MiB (client-api-v3.1: 5 GiB); writes past it fail with "   \
+      "ENOSPC inside the sandbox and 507 through the API.")                                        \
+    X(INT, exec_output_max, "ATELIER_EXEC_OUTPUT_MAX", NULL, "1048576", 1024, 67108864,            \
+      "Bytes of stdout and of stderr an exec answer keeps; the rest is dropped and marked "        \
+      "truncated.")                                                                                \
+    X(STR, tiers, "ATELIER_TIERS", NULL, "small=500:512,standard=1000:1024,large=2000:2048", 0, 0, \
+      "Resource tiers, `name=cpu_millis:memory_mb` separated by commas. `small`: sessions from "   \
+      "`POST /api/sessions/`; `standard`: `POST /session/create` and scale down; `large`: scale "  \
+      "up. All three must be present.")                                                            \
     X(INT, max_file_size, "MAX_FILE_SIZE", NULL, "1048576", 1, 1073741824,                         \
       "Largest file, in bytes, accepted through the file API and synced from a workspace.")        \
     X(STR, workspace_base_path, "WORKSPACE_BASE_PATH", NULL, "", 0, 0,                             \
@@ -123,6 +158,9 @@ at_err_t at_config_load(at_config_t *cfg, char *errbuf, size_t errlen);
 at_err_t at_config_load_from(at_config_t *cfg, const char *(*lookup)(const char *name, void *arg),
                              void *arg, char *errbuf, size_t errlen);
 void at_config_free(at_config_t *cfg);
+/* The resources of tier `name` in ATELIER_TIERS: 1 and both set, 0 when
+ * there is no such tier (the list itself was checked at load). */
+int at_config_tier(const at_config_t *cfg, const char *name, int *cpu_millis, int *memory_mb);
 /* The settings table as Markdown (docs/configuration.md). */
 void at_config_write_doc(FILE *out);
 

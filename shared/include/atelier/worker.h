@@ -55,6 +55,10 @@ int at_job_ctx_attempt(const at_job_ctx_t *ctx);
 
 /* Finish: result is stolen (NULL for none). Exactly one of these per job. */
 void at_job_done(at_job_ctx_t *ctx, json_t *result);
+/* Not for this instance now (another owns the job's session): put the job
+ * back on its stream after delay_ms, without using an attempt and without
+ * touching its jobs row, for any consumer to take. Ends the job here. */
+void at_job_defer(at_job_ctx_t *ctx, int64_t delay_ms);
 void at_job_fail(at_job_ctx_t *ctx, int permanent, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
