@@ -41,6 +41,7 @@ typedef struct {
     char workspace_base[PATH_MAX];
     char run_base[PATH_MAX];
     char init_path[PATH_MAX];
+    char etc_dir[PATH_MAX]; /* the prepared /etc, "" when it could not be made */
     uid_t host_uid;
     gid_t host_gid;
     at_sandbox_net_t net;
@@ -338,6 +339,7 @@ static int launch(local_t *l, const sm_spec_t *spec, char *err)
                            .volume_dir = vol,
                            .run_dir = sbx,
                            .init_path = l->init_path,
+                           .etc_dir = l->etc_dir[0] ? l->etc_dir : NULL,
                            .host_uid = l->host_uid,
                            .host_gid = l->host_gid,
                            .net = l->net};
@@ -864,6 +866,13 @@ sm_driver_t *sm_local_driver_new(const sm_local_config_t *cfg, char *err)
     l->host_gid = cfg->host_gid ? cfg->host_gid : SM_LOCAL_HOST_ID_DEFAULT;
     l->net = cfg->net;
     l->default_disk = cfg->default_disk_bytes ? cfg->default_disk_bytes : AT_VOLUME_DEFAULT_SIZE;
+    char e[SM_ERR_MAX - 64];
+    if (at_bwrap_prepare_etc(l->run_base, l->net, l->etc_dir, sizeof l->etc_dir, e, sizeof e) !=
+        AT_OK) {
+        /* slower launches (one bind per /etc entry), same sandbox */
+        at_warn("event=etc_copy_failed error=\"%s\"", e);
+        l->etc_dir[0] = '\0';
+    }
     pthread_mutex_init(&l->lock, NULL);
     l->table = (sm_driver_t){.name = "local",
                              .self = l,

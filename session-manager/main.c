@@ -89,7 +89,8 @@ static int sm_init(at_worker_t *w)
                             .init_path = init,
                             .host_uid = SM_SANDBOX_UID,
                             .host_gid = SM_SANDBOX_UID,
-                            .net = AT_SANDBOX_NET_NONE,
+                            .net = strcmp(cfg->sandbox_network, "host") == 0 ? AT_SANDBOX_NET_HOST
+                                                                             : AT_SANDBOX_NET_NONE,
                             .default_disk_bytes = (uint64_t)cfg->disk_quota_mb << 20};
     g_driver = sm_local_driver_new(&lc, err);
     if (!g_driver) {
@@ -106,8 +107,8 @@ static int sm_init(at_worker_t *w)
         g_driver = NULL;
         return -1;
     }
-    at_info("event=driver_ready driver=local workspace_base=%s run_base=%s init=%s",
-            cfg->workspace_base_path, run_base, init);
+    at_info("event=driver_ready driver=local workspace_base=%s run_base=%s init=%s network=%s",
+            cfg->workspace_base_path, run_base, init, cfg->sandbox_network);
     return 0;
 }
 

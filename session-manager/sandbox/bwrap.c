@@ -22,6 +22,7 @@
 #include "atelier/log.h"
 #include "atelier/util.h"
 #include "cgroup.h"
+#include "etcdir.h"
 #include "sbx_util.h"
 #include "seccomp.h"
 
@@ -107,6 +108,86 @@ static void add_python_etc(at_bwrap_argv_t *a)
     closedir(d);
 }
 
+/* ---- the prepared /etc ---------------------------------------------------- */
+
+#define ETC_MAX_BYTES (64u << 20)
+#define ETC_MAX_ENTRIES 50000
+
+static at_err_t copy_etc_entry(const char *src, const char *tmp, sbx_copy_budget_t *b, char *errbuf,
+                               size_t errlen)
+{
+    char dst[PATH_MAX];
+    if (snprintf(dst, sizeof dst, "%s/%s", tmp, strrchr(src, '/') + 1) >= (int)sizeof dst)
+        return sbx_fail(errbuf, errlen, AT_ETOOBIG, "etc copy: path too long");
+    return sbx_copy_tree(src, dst, b, errbuf, errlen);
+}
+
+/* Empty files where the run dir's passwd, group and hosts are bound (bwrap
+ * cannot make a mount point inside a read-only bind). */
+static at_err_t add_mount_points(const char *tmp, char *errbuf, size_t errlen)
+{
+    for (size_t i = 0; i < sizeof run_files / sizeof run_files[0]; i++) {
+        char p[PATH_MAX];
+        if (snprintf(p, sizeof p, "%s/%s", tmp, run_files[i]) >= (int)sizeof p)
+            return sbx_fail(errbuf, errlen, AT_ETOOBIG, "etc copy: path too long");
+        int fd = open(p, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+        if (fd < 0)
+            return sbx_fail_errno(errbuf, errlen, errno, "etc copy: create %s", p);
+        close(fd);
+    }
+    return AT_OK;
+}
+
+at_err_t at_bwrap_prepare_etc(const char *base, at_sandbox_net_t net, char *out, size_t outcap,
+                              char *errbuf, size_t errlen)
+{
+    char tmp[PATH_MAX];
+    if (snprintf(tmp, sizeof tmp, "%s/.etc-new-%d", base, (int)getpid()) >= (int)sizeof tmp)
+        return sbx_fail(errbuf, errlen, AT_ETOOBIG, "etc copy: base path too long");
+    sbx_remove_tree(tmp);
+    if (mkdir(tmp, 0700) != 0)
+        return sbx_fail_errno(errbuf, errlen, errno, "etc copy: mkdir %s", tmp);
+    sbx_copy_budget_t b = {.max_bytes = ETC_MAX_BYTES,
+                           .max_entries = ETC_MAX_ENTRIES,
+                           .hash = 14695981039346656037ull};
+    at_err_t err = AT_OK;
+    for (size_t i = 0; err == AT_OK && i < sizeof etc_ro / sizeof etc_ro[0]; i++)
+        err = copy_etc_entry(etc_ro[i], tmp, &b, errbuf, errlen);
+    for (size_t i = 0;
+         err == AT_OK && net == AT_SANDBOX_NET_HOST && i < sizeof etc_net / sizeof etc_net[0]; i++)
+        err = copy_etc_entry(etc_net[i], tmp, &b, errbuf, errlen);
+    DIR *d = err == AT_OK ? opendir("/etc") : NULL;
+    struct dirent *de;
+    while (d && err == AT_OK && (de = readdir(d))) {
+        char src[PATH_MAX];
+        if (!strncmp(de->d_name, "python3", 7) &&
+            snprintf(src, sizeof src, "/etc/%s", de->d_name) < (int)sizeof src)
+            err = copy_etc_entry(src, tmp, &b, errbuf, errlen);
+    }
+    if (d)
+        closedir(d);
+    if (err == AT_OK)
+        err = add_mount_points(tmp, errbuf, errlen);
+    if (err == AT_OK && chmod(tmp, 0755) != 0)
+        err = sbx_fail_errno(errbuf, errlen, errno, "etc copy: chmod %s", tmp);
+    /* Named by its content: an unchanged host /etc finds its copy in place
+     * (sandboxes still bound to it keep it); a changed one gets a new copy
+     * next to the old, which running sandboxes may still use. */
+    if (err == AT_OK &&
+        snprintf(out, outcap, "%s/.etc-%016llx", base, (unsigned long long)b.hash) >= (int)outcap)
+        err = sbx_fail(errbuf, errlen, AT_ETOOBIG, "etc copy: out buffer too small");
+    struct stat st;
+    if (err == AT_OK && lstat(out, &st) == 0 && S_ISDIR(st.st_mode)) {
+        sbx_remove_tree(tmp);
+        return AT_OK;
+    }
+    if (err == AT_OK && rename(tmp, out) != 0)
+        err = sbx_fail_errno(errbuf, errlen, errno, "etc copy: rename to %s", out);
+    if (err != AT_OK)
+        sbx_remove_tree(tmp);
+    return err;
+}
+
 static void add_namespaces(at_bwrap_argv_t *a, const at_sandbox_spec_t *spec)
 {
     add(a, "--unshare-user");
@@ -144,15 +225,19 @@ static void add_filesystem(at_bwrap_argv_t *a, const at_sandbox_spec_t *spec)
     add(a, "--tmpfs");
     add(a, "/tmp");
     add3(a, "--symlink", "../tmp", "/var/tmp");
+    if (spec->etc_dir) /* one bind (at_bwrap_prepare_etc), then the run dir's files over it */
+        add3(a, "--ro-bind", spec->etc_dir, "/etc");
     for (size_t i = 0; i < sizeof run_files / sizeof run_files[0]; i++)
         add3(a, "--ro-bind", keep(a, "%s/%s", spec->run_dir, run_files[i]),
              keep(a, "/etc/%s", run_files[i]));
-    for (size_t i = 0; i < sizeof etc_ro / sizeof etc_ro[0]; i++)
-        add3(a, "--ro-bind-try", etc_ro[i], etc_ro[i]);
-    add_python_etc(a);
-    if (spec->net == AT_SANDBOX_NET_HOST)
-        for (size_t i = 0; i < sizeof etc_net / sizeof etc_net[0]; i++)
-            add3(a, "--ro-bind-try", etc_net[i], etc_net[i]);
+    if (!spec->etc_dir) {
+        for (size_t i = 0; i < sizeof etc_ro / sizeof etc_ro[0]; i++)
+            add3(a, "--ro-bind-try", etc_ro[i], etc_ro[i]);
+        add_python_etc(a);
+        if (spec->net == AT_SANDBOX_NET_HOST)
+            for (size_t i = 0; i < sizeof etc_net / sizeof etc_net[0]; i++)
+                add3(a, "--ro-bind-try", etc_net[i], etc_net[i]);
+    }
     add3(a, "--bind", spec->run_dir, AT_SANDBOX_RUN_INSIDE);
     if (spec->init_path)
         add3(a, "--ro-bind", spec->init_path, AT_SANDBOX_INIT_INSIDE);

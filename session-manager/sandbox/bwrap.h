@@ -79,6 +79,8 @@ typedef struct {
     const char *session;    /* cgroup atelier/<session> must exist (at_cgroup_create) */
     const char *volume_dir; /* host dir: /workspace and /app */
     const char *run_dir;    /* host dir: /run/atelier; gets passwd, group, hosts, sandbox.log */
+    const char *etc_dir;    /* at_bwrap_prepare_etc's copy, bound at /etc; NULL: one bind per
+                             * host /etc entry (about 25 more binds, each a mountinfo read) */
     const char *init_path;  /* host binary bound at AT_SANDBOX_INIT_INSIDE; NULL: none */
     /* Command inside. NULL: AT_SANDBOX_INIT_INSIDE --socket /run/atelier/init.sock
      * --workdir /workspace (needs init_path). */
@@ -115,6 +117,16 @@ typedef struct {
  * JSON info on info_fd (-1 = none) as they will be numbered in bwrap. */
 at_err_t at_bwrap_build_argv(const at_sandbox_spec_t *spec, int seccomp_fd, int info_fd,
                              at_bwrap_argv_t *out, char *errbuf, size_t errlen);
+
+/* Copy what sandboxes read from the host's /etc (the list above: never
+ * shadow, the host's passwd/group/hosts, machine-specific config, nor
+ * anything "others" cannot read) into base/.etc-<hash of the content>, with
+ * empty passwd, group and hosts for the run dir's files to be bound over;
+ * out gets that path. An unchanged host /etc finds its copy in place. A
+ * changed one gets a new directory; the old one is left for sandboxes still
+ * bound to it. Done once per session-manager start (tens of ms). */
+at_err_t at_bwrap_prepare_etc(const char *base, at_sandbox_net_t net, char *out, size_t outcap,
+                              char *errbuf, size_t errlen);
 
 /* Write passwd, group and hosts for the sandbox into run_dir (atomically,
  * never through a symlink) and give run_dir to the sandbox's host uid. Done by

@@ -293,6 +293,11 @@ static at_err_t derive(at_config_t *cfg, char *errbuf, size_t errlen)
                cfg->log_level);
         return AT_ECONFIG;
     }
+    if (strcmp(cfg->sandbox_network, "none") != 0 && strcmp(cfg->sandbox_network, "host") != 0) {
+        seterr(errbuf, errlen, "ATELIER_SANDBOX_NETWORK=\"%s\": expected none or host",
+               cfg->sandbox_network);
+        return AT_ECONFIG;
+    }
     if (strcmp(cfg->auth_mode, "strict") != 0 && strcmp(cfg->auth_mode, "compat") != 0) {
         seterr(errbuf, errlen, "ATELIER_AUTH=\"%s\": expected strict or compat", cfg->auth_mode);
         return AT_ECONFIG;

@@ -19,6 +19,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
@@ -438,6 +439,65 @@ static void test_launch_timing(void **state)
     CHECK(at_cgroup_destroy(g_cg, TIMEOUT_MS, g_err, sizeof g_err));
 }
 
+/* The prepared /etc: what a workspace needs is there, nothing private is,
+ * an unchanged host /etc gives the same directory, and a sandbox launched
+ * on it (one bind instead of ~25) sees it as its /etc. */
+static void test_prepared_etc(void **state)
+{
+    (void)state;
+    REQUIRE_READY();
+    char etc[PATH_MAX], again[PATH_MAX], p[PATH_MAX + 32];
+    CHECK(at_bwrap_prepare_etc(g_base, AT_SANDBOX_NET_NONE, etc, sizeof etc, g_err, sizeof g_err));
+    CHECK(at_bwrap_prepare_etc(g_base, AT_SANDBOX_NET_NONE, again, sizeof again, g_err,
+                               sizeof g_err));
+    assert_string_equal(etc, again);
+    static const char *const present[] = {"ld.so.cache", "nsswitch.conf", "alternatives",
+                                          "passwd",      "group",         "hosts"};
+    for (size_t i = 0; i < sizeof present / sizeof present[0]; i++) {
+        snprintf(p, sizeof p, "%s/%s", etc, present[i]);
+        if (lstat(p, &(struct stat){0}) != 0)
+            fail_msg("%s missing from the prepared /etc", p);
+    }
+    static const char *const absent[] = {"shadow",      "gshadow",     "sudoers",
+                                         "ssl/private", "resolv.conf", "machine-id"};
+    for (size_t i = 0; i < sizeof absent / sizeof absent[0]; i++) {
+        snprintf(p, sizeof p, "%s/%s", etc, absent[i]);
+        if (lstat(p, &(struct stat){0}) == 0)
+            fail_msg("%s must not be in the prepared /etc", p);
+    }
+    snprintf(p, sizeof p, "%s/passwd", etc);
+    struct stat st;
+    assert_int_equal(stat(p, &st), 0);
+    assert_int_equal(st.st_size, 0); /* a mount point for the run dir's passwd */
+
+    CHECK(at_cgroup_create(g_cg, NULL, g_err, sizeof g_err));
+    const char *argv[] = {"/bin/sh", "-c",
+                          "test -s /etc/ld.so.cache && grep -c '^user:' /etc/passwd && "
+                          "ls /etc/shadow 2>&1; echo etc-done",
+                          NULL};
+    at_sandbox_spec_t spec = {.session = g_cg,
+                              .volume_dir = g_vol,
+                              .run_dir = g_run,
+                              .etc_dir = etc,
+                              .argv = argv,
+                              .host_uid = HOST_ID,
+                              .host_gid = HOST_ID};
+    at_bwrap_argv_t a;
+    CHECK(at_bwrap_build_argv(&spec, 3, -1, &a, g_err, sizeof g_err));
+    assert_true(has_opt(&a, "--ro-bind", etc, "/etc"));
+    assert_false(has_opt(&a, "--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache"));
+    at_sandbox_proc_t proc;
+    static char log[4096];
+    CHECK(at_bwrap_launch(&spec, &proc, g_err, sizeof g_err));
+    assert_true(wait_log("etc-done\n", TIMEOUT_MS, log, sizeof log));
+    waitpid(proc.bwrap_pid, NULL, 0);
+    if (proc.pidfd >= 0)
+        close(proc.pidfd);
+    if (!strstr(log, "1\n") || !strstr(log, "No such file"))
+        fail_msg("sandbox /etc is not the prepared one: %s", log);
+    CHECK(at_cgroup_destroy(g_cg, TIMEOUT_MS, g_err, sizeof g_err));
+}
+
 /* The real PID 1 of issue 5: atelier-init started with the default command
  * line must come up and listen on /run/atelier/init.sock (the run dir). */
 static void test_launch_init(void **state)
@@ -531,7 +591,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_argv),           cmocka_unit_test(test_launch),
         cmocka_unit_test(test_launch_timing),  cmocka_unit_test(test_launch_init),
-        cmocka_unit_test(test_launch_failure),
+        cmocka_unit_test(test_launch_failure), cmocka_unit_test(test_prepared_etc),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

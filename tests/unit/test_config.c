@@ -220,6 +220,7 @@ static void test_bad_values(void **state)
         {"MAX_FILE_SIZE", "99999999999999999999"},
         {"MAX_FILE_SIZE", "1073741825"},
         {"SESSION_TIMEOUT", "-1"},
+        {"ATELIER_SANDBOX_NETWORK", "bridge"},
         {"ATELIER_TIERS", "small=500:512,standard=1000:1024"},
         {"ATELIER_TIERS", "small=500:512,standard=1000,large=2000:2048"},
         {"ATELIER_TIERS", "small=0:512,standard=1000:1024,large=2000:2048"},

@@ -57,6 +57,10 @@
       "false: it is marked `error`.")                                                              \
     X(INT, load_timeout_s, "ATELIER_LOAD_TIMEOUT_S", NULL, "300", 5, 86400,                        \
       "A session still `loading_files` after this long is marked `error`.")                        \
+    X(STR, sandbox_network, "ATELIER_SANDBOX_NETWORK", NULL, "none", 0, 0,                         \
+      "`none`: each sandbox has its own network namespace with only loopback (no egress). "       \
+      "`host`: sandboxes share the host's network (egress to anything the host reaches, and "     \
+      "the host's loopback services too): only for trusted users on a dedicated machine.")        \
     X(INT, disk_quota_mb, "ATELIER_DISK_QUOTA_MB", NULL, "5120", 16, 16777216,                     \
       "Size of each workspace volume in MiB (client-api-v3.1: 5 GiB); writes past it fail with "   \
       "ENOSPC inside the sandbox and 507 through the API.")                                        \
