@@ -49,6 +49,12 @@ typedef struct {
     pthread_mutex_t lock; /* guards launched */
     launched_t *launched;
     size_t n_launched, cap_launched;
+    /* the spare thread: keeps SM_LOCAL_SPARES formatted default-size images */
+    pthread_t spare_thread;
+    int spare_running;
+    pthread_mutex_t spare_lock; /* guards spare_wanted, spare_stop */
+    pthread_cond_t spare_cond;
+    int spare_wanted, spare_stop;
     sm_driver_t table;
 } local_t;
 
@@ -309,11 +315,50 @@ static int prepare(local_t *l, const sm_spec_t *spec, char *err)
     return 0;
 }
 
+/* ---- spare images ------------------------------------------------------------------ */
+
+/* A create of the default size may have taken a spare: wake the refill. */
+static void spares_poke(local_t *l)
+{
+    if (!l->spare_running)
+        return;
+    pthread_mutex_lock(&l->spare_lock);
+    l->spare_wanted = 1;
+    pthread_cond_signal(&l->spare_cond);
+    pthread_mutex_unlock(&l->spare_lock);
+}
+
+/* Formats images ahead of need, off every session's critical path (mkfs is
+ * ~10 ms of a ~50 ms create). Wakes when poked, and every 30 s. */
+static void *spare_main(void *arg)
+{
+    local_t *l = arg;
+    for (;;) {
+        char e[SM_ERR_MAX];
+        if (at_volume_fill_spares(l->workspace_base, l->default_disk, SM_LOCAL_SPARES, e,
+                                  sizeof e) != AT_OK)
+            at_warn("event=volume_spares_failed error=\"%s\"", e);
+        pthread_mutex_lock(&l->spare_lock);
+        if (!l->spare_wanted && !l->spare_stop) {
+            struct timespec until;
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_sec += 30;
+            pthread_cond_timedwait(&l->spare_cond, &l->spare_lock, &until);
+        }
+        int stop = l->spare_stop;
+        l->spare_wanted = 0;
+        pthread_mutex_unlock(&l->spare_lock);
+        if (stop)
+            return NULL;
+    }
+}
+
 static int local_create(void *self, const sm_spec_t *spec, sm_state_t *out, char *err)
 {
     local_t *l = self;
     if (check_spec(spec, err) != 0 || prepare(l, spec, err) != 0)
         return -1;
+    spares_poke(l);
     if (out)
         probe_state(l, spec->session, out);
     at_info("event=sandbox_created session=%s volume=%s", spec->session, spec->volume);
@@ -874,6 +919,10 @@ sm_driver_t *sm_local_driver_new(const sm_local_config_t *cfg, char *err)
         l->etc_dir[0] = '\0';
     }
     pthread_mutex_init(&l->lock, NULL);
+    pthread_mutex_init(&l->spare_lock, NULL);
+    pthread_cond_init(&l->spare_cond, NULL);
+    if (cfg->spares && pthread_create(&l->spare_thread, NULL, spare_main, l) == 0)
+        l->spare_running = 1;
     l->table = (sm_driver_t){.name = "local",
                              .self = l,
                              .create = local_create,
@@ -894,6 +943,15 @@ void sm_local_driver_free(sm_driver_t *d)
     if (!d)
         return;
     local_t *l = d->self;
+    if (l->spare_running) {
+        pthread_mutex_lock(&l->spare_lock);
+        l->spare_stop = 1;
+        pthread_cond_signal(&l->spare_cond);
+        pthread_mutex_unlock(&l->spare_lock);
+        pthread_join(l->spare_thread, NULL);
+    }
+    pthread_cond_destroy(&l->spare_cond);
+    pthread_mutex_destroy(&l->spare_lock);
     pthread_mutex_destroy(&l->lock);
     free(l->launched);
     free(l);

@@ -71,6 +71,7 @@
 #define SM_LOCAL_EXEC_TIMEOUT_DEFAULT_MS 30000
 #define SM_LOCAL_STOP_GRACE_MS 2000 /* SIGTERM -> SIGKILL inside the sandbox on stop */
 #define SM_LOCAL_START_TIMEOUT_MS 5000
+#define SM_LOCAL_SPARES 4 /* formatted volume images kept ready (a burst of creates) */
 
 typedef struct sm_local_config {
     const char *workspace_base;  /* WORKSPACE_BASE_PATH, absolute, existing */
@@ -80,6 +81,8 @@ typedef struct sm_local_config {
     gid_t host_gid;              /* 0 = 65534 */
     at_sandbox_net_t net;        /* AT_SANDBOX_NET_NONE unless egress is configured */
     uint64_t default_disk_bytes; /* quota when spec->limits.disk_bytes is 0; 0 = 5 GiB */
+    int spares;                  /* 1: a thread keeps SM_LOCAL_SPARES images of that size
+                                  * formatted, so create need not run mkfs */
 } sm_local_config_t;
 
 /* A driver table for cfg (strings copied). NULL with a message in err

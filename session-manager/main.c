@@ -91,7 +91,8 @@ static int sm_init(at_worker_t *w)
                             .host_gid = SM_SANDBOX_UID,
                             .net = strcmp(cfg->sandbox_network, "host") == 0 ? AT_SANDBOX_NET_HOST
                                                                              : AT_SANDBOX_NET_NONE,
-                            .default_disk_bytes = (uint64_t)cfg->disk_quota_mb << 20};
+                            .default_disk_bytes = (uint64_t)cfg->disk_quota_mb << 20,
+                            .spares = 1};
     g_driver = sm_local_driver_new(&lc, err);
     if (!g_driver) {
         at_error("event=start_failed error=\"local driver: %s\"", err);

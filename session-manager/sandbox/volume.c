@@ -222,6 +222,86 @@ static at_err_t format_image(int fd, uint64_t size, char *errbuf, size_t errlen)
     return AT_OK;
 }
 
+/* ---- spares: images formatted ahead of need ------------------------------
+ * <base>/.images/+spare/<size>-<random>.img ('+' is no volume name's
+ * character, so no volume can live there). create takes one of the right
+ * size by a rename (microseconds) instead of running mkfs (~10 ms). */
+
+#define SPARE_DIR "+spare"
+
+static int open_spares(const char *base, int create, char *errbuf, size_t errlen, at_err_t *err)
+{
+    vname_t v = {.dir = SPARE_DIR};
+    return open_parent(base, AT_VOLUME_IMAGES, &v, create, 0700, errbuf, errlen, err);
+}
+
+/* Move a spare of size_bytes to pfd/leaf; 1 when one was taken. */
+static int take_spare(const char *base, uint64_t size_bytes, int pfd, const char *leaf)
+{
+    char ignore[256], prefix[32];
+    at_err_t err;
+    int sfd = open_spares(base, 0, ignore, sizeof ignore, &err);
+    if (sfd < 0)
+        return 0;
+    snprintf(prefix, sizeof prefix, "%llu-", (unsigned long long)size_bytes);
+    int dfd = openat(sfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
+    int taken = 0;
+    struct dirent *de;
+    while (d && !taken && (de = readdir(d)))
+        taken = !strncmp(de->d_name, prefix, strlen(prefix)) &&
+                renameat2(sfd, de->d_name, pfd, leaf, RENAME_NOREPLACE) == 0;
+    if (d)
+        closedir(d);
+    else if (dfd >= 0)
+        close(dfd);
+    close(sfd);
+    return taken;
+}
+
+at_err_t at_volume_fill_spares(const char *base, uint64_t size_bytes, int want, char *errbuf,
+                               size_t errlen)
+{
+    size_bytes = (size_bytes + 4095) & ~4095ULL;
+    if (size_bytes < AT_VOLUME_MIN_SIZE || size_bytes > AT_VOLUME_MAX_SIZE)
+        return sbx_fail(errbuf, errlen, AT_EINVAL, "volume spares: bad size %llu",
+                        (unsigned long long)size_bytes);
+    at_err_t err;
+    int sfd = open_spares(base, 1, errbuf, errlen, &err);
+    if (sfd < 0)
+        return err;
+    char prefix[32];
+    snprintf(prefix, sizeof prefix, "%llu-", (unsigned long long)size_bytes);
+    int have = 0, dfd = openat(sfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
+    struct dirent *de;
+    while (d && (de = readdir(d)))
+        have += !strncmp(de->d_name, prefix, strlen(prefix));
+    if (d)
+        closedir(d);
+    else if (dfd >= 0)
+        close(dfd);
+    for (err = AT_OK; !err && have < want; have++) {
+        unsigned rnd;
+        at_random_bytes(&rnd, sizeof rnd);
+        char tmp[64], leaf[64];
+        snprintf(tmp, sizeof tmp, ".tmp-%d-%08x", (int)getpid(), rnd);
+        snprintf(leaf, sizeof leaf, "%s%08x.img", prefix, rnd);
+        int fd = openat(sfd, tmp, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (fd < 0) {
+            err = sbx_fail_errno(errbuf, errlen, errno, "volume spares: create %s", tmp);
+            break;
+        }
+        err = format_image(fd, size_bytes, errbuf, errlen);
+        close(fd);
+        if (!err && renameat(sfd, tmp, sfd, leaf) != 0)
+            err = sbx_fail_errno(errbuf, errlen, errno, "volume spares: rename %s", leaf);
+        unlinkat(sfd, tmp, 0);
+    }
+    close(sfd);
+    return err;
+}
+
 at_err_t at_volume_create(const char *base, const char *name, uint64_t size_bytes, char *errbuf,
                           size_t errlen)
 {
@@ -243,6 +323,12 @@ at_err_t at_volume_create(const char *base, const char *name, uint64_t size_byte
     if (faccessat(pfd, leaf, F_OK, AT_SYMLINK_NOFOLLOW) == 0) {
         close(pfd);
         return AT_OK; /* idempotent: never format over a user's files */
+    }
+    if (take_spare(base, size_bytes, pfd, leaf)) {
+        close(pfd);
+        at_info("msg=volume_created name=%s size=%llu spare=1", name,
+                (unsigned long long)size_bytes);
+        return AT_OK;
     }
     unsigned rnd;
     at_random_bytes(&rnd, sizeof rnd);

@@ -79,6 +79,13 @@ int at_volume_is_mounted(const char *base, const char *name);
 at_err_t at_volume_usage(const char *base, const char *name, at_volume_usage_t *out, char *errbuf,
                          size_t errlen);
 
+/* Keep `want` formatted images of size_bytes ready under base (made here,
+ * one mkfs each, when fewer are there): at_volume_create of that size then
+ * takes one by a rename instead of formatting. Blocking; call it off the
+ * critical path (the local driver's spare thread does). */
+at_err_t at_volume_fill_spares(const char *base, uint64_t size_bytes, int want, char *errbuf,
+                               size_t errlen);
+
 /* Unmount if mounted, remove the image and the empty mount point directory.
  * Missing pieces are fine (idempotent). The files are gone afterwards. */
 at_err_t at_volume_destroy(const char *base, const char *name, int timeout_ms, char *errbuf,

@@ -29,9 +29,10 @@ def memory_limit(uuid):
 
 
 def images(base):
-    """The volume images under base (.images/ is hidden from glob)."""
+    """The volumes' images under base (.images/ is hidden from glob), not the
+    spares formatted ahead of need (.images/+spare/)."""
     return [os.path.join(d, f) for d, _, files in os.walk(str(base)) for f in files
-            if f.endswith(".img")]
+            if f.endswith(".img") and "/+spare" not in d]
 
 
 def exec_job(stack, uuid, command, timeout_s=None):
