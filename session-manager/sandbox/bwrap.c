@@ -108,6 +108,41 @@ static void add_python_etc(at_bwrap_argv_t *a)
     closedir(d);
 }
 
+/* ---- who the sandbox's user is: passwd, group, hosts ------------------------ */
+
+static at_err_t write_atomic(int dirfd, const char *dir, const char *name, const char *content,
+                             char *errbuf, size_t errlen);
+
+typedef struct {
+    char passwd[512], group[256], hosts[512];
+    const char *content[3]; /* in run_files' order */
+} identity_t;
+
+static void identity_files(identity_t *id, unsigned uid, unsigned gid, const char *host)
+{
+    snprintf(id->passwd, sizeof id->passwd,
+             "root:x:0:0:root:/root:/usr/sbin/nologin\n"
+             "%s:x:%u:%u:workspace user:%s:/bin/bash\n"
+             "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+             AT_SANDBOX_USER, uid, gid, AT_SANDBOX_WORKDIR);
+    snprintf(id->group, sizeof id->group, "root:x:0:\n%s:x:%u:\nnogroup:x:65534:\n",
+             AT_SANDBOX_USER, gid);
+    snprintf(id->hosts, sizeof id->hosts,
+             "127.0.0.1\tlocalhost\n127.0.1.1\t%s\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+             host);
+    id->content[0] = id->passwd;
+    id->content[1] = id->group;
+    id->content[2] = id->hosts;
+}
+
+/* The default identity (uid/gid 1000, the default hostname) is in the
+ * prepared /etc already: no bind needed for it. */
+static int default_identity(const at_sandbox_spec_t *spec)
+{
+    return (!spec->uid || spec->uid == AT_SANDBOX_UID) &&
+           (!spec->gid || spec->gid == AT_SANDBOX_UID) && !spec->hostname;
+}
+
 /* ---- the prepared /etc ---------------------------------------------------- */
 
 #define ETC_MAX_BYTES (64u << 20)
@@ -122,20 +157,21 @@ static at_err_t copy_etc_entry(const char *src, const char *tmp, sbx_copy_budget
     return sbx_copy_tree(src, dst, b, errbuf, errlen);
 }
 
-/* Empty files where the run dir's passwd, group and hosts are bound (bwrap
- * cannot make a mount point inside a read-only bind). */
-static at_err_t add_mount_points(const char *tmp, char *errbuf, size_t errlen)
+/* passwd, group and hosts of the default identity; a sandbox with another
+ * gets its run dir's files bound over them (bwrap cannot make a mount point
+ * inside a read-only bind, so they must exist). */
+static at_err_t add_identity(const char *tmp, char *errbuf, size_t errlen)
 {
-    for (size_t i = 0; i < sizeof run_files / sizeof run_files[0]; i++) {
-        char p[PATH_MAX];
-        if (snprintf(p, sizeof p, "%s/%s", tmp, run_files[i]) >= (int)sizeof p)
-            return sbx_fail(errbuf, errlen, AT_ETOOBIG, "etc copy: path too long");
-        int fd = open(p, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
-        if (fd < 0)
-            return sbx_fail_errno(errbuf, errlen, errno, "etc copy: create %s", p);
-        close(fd);
-    }
-    return AT_OK;
+    identity_t id;
+    identity_files(&id, AT_SANDBOX_UID, AT_SANDBOX_UID, DEFAULT_HOSTNAME);
+    int dfd = open(tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0)
+        return sbx_fail_errno(errbuf, errlen, errno, "etc copy: open %s", tmp);
+    at_err_t err = AT_OK;
+    for (size_t i = 0; i < sizeof run_files / sizeof run_files[0] && !err; i++)
+        err = write_atomic(dfd, tmp, run_files[i], id.content[i], errbuf, errlen);
+    close(dfd);
+    return err;
 }
 
 at_err_t at_bwrap_prepare_etc(const char *base, at_sandbox_net_t net, char *out, size_t outcap,
@@ -167,7 +203,7 @@ at_err_t at_bwrap_prepare_etc(const char *base, at_sandbox_net_t net, char *out,
     if (d)
         closedir(d);
     if (err == AT_OK)
-        err = add_mount_points(tmp, errbuf, errlen);
+        err = add_identity(tmp, errbuf, errlen);
     if (err == AT_OK && chmod(tmp, 0755) != 0)
         err = sbx_fail_errno(errbuf, errlen, errno, "etc copy: chmod %s", tmp);
     /* Named by its content: an unchanged host /etc finds its copy in place
@@ -225,9 +261,11 @@ static void add_filesystem(at_bwrap_argv_t *a, const at_sandbox_spec_t *spec)
     add(a, "--tmpfs");
     add(a, "/tmp");
     add3(a, "--symlink", "../tmp", "/var/tmp");
-    if (spec->etc_dir) /* one bind (at_bwrap_prepare_etc), then the run dir's files over it */
+    if (spec->etc_dir) /* one bind (at_bwrap_prepare_etc) */
         add3(a, "--ro-bind", spec->etc_dir, "/etc");
-    for (size_t i = 0; i < sizeof run_files / sizeof run_files[0]; i++)
+    for (size_t i = 0;
+         (!spec->etc_dir || !default_identity(spec)) && i < sizeof run_files / sizeof run_files[0];
+         i++)
         add3(a, "--ro-bind", keep(a, "%s/%s", spec->run_dir, run_files[i]),
              keep(a, "/etc/%s", run_files[i]));
     if (!spec->etc_dir) {
@@ -242,7 +280,7 @@ static void add_filesystem(at_bwrap_argv_t *a, const at_sandbox_spec_t *spec)
     if (spec->init_path)
         add3(a, "--ro-bind", spec->init_path, AT_SANDBOX_INIT_INSIDE);
     add3(a, "--bind", spec->volume_dir, AT_SANDBOX_WORKDIR);
-    add3(a, "--bind", spec->volume_dir, "/app");
+    add3(a, "--symlink", AT_SANDBOX_WORKDIR, "/app"); /* a link: no second bind */
     for (size_t i = 0; i < spec->n_ro_binds; i++)
         add3(a, "--ro-bind", spec->ro_binds[i].src,
              spec->ro_binds[i].dst ? spec->ro_binds[i].dst : spec->ro_binds[i].src);
@@ -379,25 +417,15 @@ at_err_t at_bwrap_prepare_run_dir(const at_sandbox_spec_t *spec, char *errbuf, s
     at_err_t err = validate_spec(spec, errbuf, errlen);
     if (err)
         return err;
-    unsigned uid = (unsigned)(spec->uid ? spec->uid : AT_SANDBOX_UID);
-    unsigned gid = (unsigned)(spec->gid ? spec->gid : AT_SANDBOX_UID);
-    const char *host = spec->hostname ? spec->hostname : DEFAULT_HOSTNAME;
-    char passwd[512], group[256], hosts[512];
-    snprintf(passwd, sizeof passwd,
-             "root:x:0:0:root:/root:/usr/sbin/nologin\n"
-             "%s:x:%u:%u:workspace user:%s:/bin/bash\n"
-             "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
-             AT_SANDBOX_USER, uid, gid, AT_SANDBOX_WORKDIR);
-    snprintf(group, sizeof group, "root:x:0:\n%s:x:%u:\nnogroup:x:65534:\n", AT_SANDBOX_USER, gid);
-    snprintf(hosts, sizeof hosts,
-             "127.0.0.1\tlocalhost\n127.0.1.1\t%s\n::1\tlocalhost ip6-localhost ip6-loopback\n",
-             host);
+    identity_t id;
+    identity_files(&id, (unsigned)(spec->uid ? spec->uid : AT_SANDBOX_UID),
+                   (unsigned)(spec->gid ? spec->gid : AT_SANDBOX_UID),
+                   spec->hostname ? spec->hostname : DEFAULT_HOSTNAME);
     int dfd = open(spec->run_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd < 0)
         return sbx_fail_errno(errbuf, errlen, errno, "sandbox: open run dir %s", spec->run_dir);
-    const char *content[] = {passwd, group, hosts};
     for (size_t i = 0; i < sizeof run_files / sizeof run_files[0] && !err; i++)
-        err = write_atomic(dfd, spec->run_dir, run_files[i], content[i], errbuf, errlen);
+        err = write_atomic(dfd, spec->run_dir, run_files[i], id.content[i], errbuf, errlen);
     /* The init inside makes init.sock here, as the sandbox's host uid. */
     if (!err && (fchown(dfd, spec->host_uid, spec->host_gid) != 0 || fchmod(dfd, 0700) != 0))
         err = sbx_fail_errno(errbuf, errlen, errno, "sandbox: chown run dir %s to %d:%d",

@@ -156,7 +156,7 @@ static void test_argv(void **state)
     assert_true(has_opt(&a, "--uid", "1000", NULL));
     assert_true(has_opt(&a, "--ro-bind", "/usr", "/usr"));
     assert_true(has_opt(&a, "--bind", "/srv/ws/s1", "/workspace"));
-    assert_true(has_opt(&a, "--bind", "/srv/ws/s1", "/app"));
+    assert_true(has_opt(&a, "--symlink", "/workspace", "/app"));
     assert_true(has_opt(&a, "--bind", "/run/atelier/s1", AT_SANDBOX_RUN_INSIDE));
     assert_true(has_opt(&a, "--ro-bind", "/run/atelier/s1/passwd", "/etc/passwd"));
     assert_true(has_opt(&a, "--ro-bind", "/usr/lib/atelier/atelier-init", AT_SANDBOX_INIT_INSIDE));
@@ -468,7 +468,7 @@ static void test_prepared_etc(void **state)
     snprintf(p, sizeof p, "%s/passwd", etc);
     struct stat st;
     assert_int_equal(stat(p, &st), 0);
-    assert_int_equal(st.st_size, 0); /* a mount point for the run dir's passwd */
+    assert_true(st.st_size > 0); /* the default identity, in place */
 
     CHECK(at_cgroup_create(g_cg, NULL, g_err, sizeof g_err));
     const char *argv[] = {"/bin/sh", "-c",
@@ -486,6 +486,15 @@ static void test_prepared_etc(void **state)
     CHECK(at_bwrap_build_argv(&spec, 3, -1, &a, g_err, sizeof g_err));
     assert_true(has_opt(&a, "--ro-bind", etc, "/etc"));
     assert_false(has_opt(&a, "--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache"));
+    /* the default identity needs no bind; another one is bound over it */
+    char run_passwd[PATH_MAX + 16];
+    snprintf(run_passwd, sizeof run_passwd, "%s/passwd", g_run);
+    assert_false(has_opt(&a, "--ro-bind", run_passwd, "/etc/passwd"));
+    at_sandbox_spec_t named = spec;
+    named.hostname = "other";
+    at_bwrap_argv_t b;
+    CHECK(at_bwrap_build_argv(&named, 3, -1, &b, g_err, sizeof g_err));
+    assert_true(has_opt(&b, "--ro-bind", run_passwd, "/etc/passwd"));
     at_sandbox_proc_t proc;
     static char log[4096];
     CHECK(at_bwrap_launch(&spec, &proc, g_err, sizeof g_err));
