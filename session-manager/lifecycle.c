@@ -291,7 +291,6 @@ static void error_recorded(PGresult *res, const char *err, void *arg)
 
 static void fill_spec(op_t *op, int cpu_millis, int memory_mb)
 {
-    snprintf(op->volume, sizeof op->volume, "%lld/%s", op->user_id, op->workspace_id);
     op->spec = (sm_spec_t){.session = op->session,
                            .workspace_id = op->workspace_id,
                            .user_id = op->user_id,
@@ -525,7 +524,6 @@ static int plan_destroy(op_t *op)
         finish_ok(op, json_pack("{s:s}", "status", op->status));
         return PLAN_HANDLED;
     }
-    snprintf(op->volume, sizeof op->volume, "%lld/%s", op->user_id, op->workspace_id);
     /* The last session of a workspace takes its volume along (the files
      * stay in the database; shutdown is the seed's name for that). One
      * that others still use stays, mounted while any of them runs. */
@@ -815,6 +813,7 @@ static void row_read(PGresult *res, const char *err, void *arg)
     op->others_running = atoi(PQgetvalue(res, 0, 7));
     op->mine = PQgetvalue(res, 0, 8)[0] == 't';
     at_strlcpy(op->owner, PQgetvalue(res, 0, 9), sizeof op->owner);
+    at_strlcpy(op->volume, PQgetvalue(res, 0, 10), sizeof op->volume);
     if (!op->mine) {
         /* another live instance holds the session: its job, not ours */
         at_debug("event=session_job_deferred session=%s kind=%s owner=%s", op->session, op->k->kind,
@@ -853,7 +852,8 @@ static void begin(op_t *op)
           "   AND o.uuid <> s.uuid AND o.status NOT IN ('terminating', 'terminated')),"
           " (SELECT count(*) FROM code_sessions o WHERE o.workspace_id = s.workspace_id"
           "   AND o.uuid <> s.uuid AND o.status IN ('initializing', 'loading_files', 'ready')),"
-          " EXISTS (SELECT 1 FROM c), coalesce(s.owner_instance, '')"
+          " EXISTS (SELECT 1 FROM c), coalesce(s.owner_instance, ''),"
+          " coalesce(ws_volume_name(s.workspace_id), '')"
           " FROM code_sessions s WHERE s.uuid = $1",
           3, p, row_read);
 }

@@ -35,8 +35,10 @@
  * a message naming the session and its status. A driver failure in start
  * or wake sets status 'error' with the driver's message.
  *
- * Volume name: "<user_id>/<workspace_id>" (two segments, always a valid
- * volume name, stable across renames of the workspace, no lookup needed).
+ * Volume name: ws_volume_name() of the workspace (shared/sql/003_runtime.sql),
+ * read with the row: "<user_id>" for the user's default workspace (the
+ * seed's {WORKSPACE_BASE_PATH}/{user_id}/), "<user_id>-<workspace_id>" for
+ * any other.
  *
  * Ownership: each job first takes (or renews) the session's lease in the
  * same statement that reads the row (owner_instance, owner_lease_until).

@@ -498,7 +498,7 @@ static void orphans_found(PGresult *res, const char *err, void *arg)
 }
 
 /* Sandboxes: used while their session's row is not terminated. Volumes
- * ("<user_id>/<workspace_id>"): used while any session of the workspace is
+ * (named by ws_volume_name, shared/sql/003_runtime.sql): used while any session of the workspace is
  * not terminated. A sleeping or failed session's volume left mounted by a
  * crash stays so (its wake, perhaps running right now on some instance,
  * mounts it anyway); only a volume no session will use again is unmounted.
@@ -521,9 +521,8 @@ static void check_orphans(names_t *found, int volumes)
     const char *p[] = {list};
     at_err_t rc = at_db_query(
         at_worker_db(g.w),
-        volumes ? "SELECT c.user_id::text || '/' || c.workspace_id::text"
-                  " FROM code_sessions c WHERE c.status <> 'terminated'"
-                  " AND c.user_id::text || '/' || c.workspace_id::text = ANY ($1::text[])"
+        volumes ? "SELECT v FROM (SELECT DISTINCT ws_volume_name(workspace_id) AS v"
+                  " FROM code_sessions WHERE status <> 'terminated') u WHERE v = ANY ($1::text[])"
                 : "SELECT uuid FROM code_sessions WHERE uuid = ANY ($1::text[])"
                   " AND status <> 'terminated'",
         1, p, orphans_found, ow);

@@ -18,6 +18,17 @@ ALTER TABLE code_sessions
 CREATE INDEX code_sessions_owner ON code_sessions (owner_instance)
     WHERE status <> 'terminated';
 
+-- The volume of a workspace, relative to WORKSPACE_BASE_PATH: a user's
+-- default workspace ("workspace") at {user_id}/, as workspace-s3-git.md lays
+-- it out; any other beside it at {user_id}-{workspace_id}/ (never inside the
+-- default one's mount). The session-manager names volumes only through this.
+CREATE FUNCTION ws_volume_name(p_ws uuid) RETURNS text
+LANGUAGE sql STABLE AS $$
+    SELECT CASE WHEN name = 'workspace' THEN user_id::text
+                ELSE user_id::text || '-' || id::text END
+    FROM workspaces WHERE id = p_ws
+$$;
+
 -- The bytes a write may still add to the workspace: the least free space of
 -- the volumes of its running sessions, NULL when none was measured (no limit
 -- here). ext4 keeps 2% of a volume, at most 16 MiB, for its own metadata and

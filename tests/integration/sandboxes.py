@@ -118,13 +118,27 @@ def runtime(stack):
     remove_base(base)
 
 
+def volume_name(stack, workspace_id):
+    """The workspace's volume, relative to WORKSPACE_BASE_PATH (the
+    session-manager names it with the same SQL function)."""
+    return stack.query("SELECT ws_volume_name(%s)", workspace_id)[0][0]
+
+
+def volume_dir(stack, base, workspace_id):
+    return os.path.join(str(base), volume_name(stack, workspace_id))
+
+
+def image_path(stack, base, workspace_id):
+    return os.path.join(str(base), ".images", volume_name(stack, workspace_id) + ".img")
+
+
 class Box:
     """A ready session, its user, and where its volume is on the host."""
 
     def __init__(self, stack, user, headers, uuid, workspace_id, base):
         self.stack, self.user, self.h, self.uuid = stack, user, headers, uuid
         self.workspace_id = workspace_id
-        self.volume = os.path.join(str(base), str(user["id"]), workspace_id)
+        self.volume = volume_dir(stack, base, workspace_id)
 
     def sh(self, command, timeout_s=None):
         return exec_api(self.stack, self.h, self.uuid, command, timeout_s)

@@ -4,12 +4,13 @@ loop-mounted volumes. create -> ready (files loaded), exec, sleep/wake,
 scale, delete; nothing of the sandbox is left afterwards."""
 import json
 import os
+import pathlib
 import time
 
 import pytest
 
 from harness import cgroup_dirs, mounts_under, wait_for
-from sandboxes import runtime, status_of, wait_status  # noqa: F401 (runtime: a fixture)
+from sandboxes import runtime, status_of, volume_dir, wait_status  # noqa: F401 (a fixture)
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="sandboxes need root (cgroups, loop mounts)"),
@@ -61,7 +62,7 @@ def test_session_lifecycle_on_local_driver(stack, runtime):
     print("\ncreate -> ready: %.0f ms" % create_ms)
     assert ready["replicas"] == 1
 
-    vol = base / str(user["id"]) / s["workspace_id"]
+    vol = pathlib.Path(volume_dir(stack, base, s["workspace_id"]))
     assert (vol / "script.py").read_text() == 'print("Hello from Atelier!")\n'
     row = stack.query("SELECT owner_instance FROM code_sessions WHERE uuid = %s", uuid)
     assert row[0][0] == sm.instance
@@ -260,6 +261,9 @@ def test_delete_keeps_a_volume_another_live_session_uses(stack, runtime):
     ws = stack.query("SELECT DISTINCT workspace_id::text FROM code_sessions WHERE uuid IN (%s, %s)",
                      a, b)
     assert len(ws) == 1, "both on the user's default workspace"
+    # which lives at {WORKSPACE_BASE_PATH}/{user_id}/ (workspace-s3-git.md)
+    assert volume_dir(stack, base, ws[0][0]) == os.path.join(str(base), str(user["id"]))
+    assert mounts_under(os.path.join(str(base), str(user["id"])))
     assert stack.request("DELETE", "/session/%s" % a, headers=h).status_code == 202
     wait_for(lambda: stack.query("SELECT status FROM code_sessions WHERE uuid = %s",
                                  a)[0][0] == "terminated", what="a terminated")

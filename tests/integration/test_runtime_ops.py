@@ -12,7 +12,7 @@ import pytest
 
 from harness import cgroup_dirs, cleanup_sandboxes, mounts_under, wait_for
 from sandboxes import (create_ready, exec_api, needs_sandboxes, remove_base, sandbox_pids,
-                       status_of, wait_status, workspace_base)
+                       status_of, volume_dir, wait_status, workspace_base)
 
 pytestmark = needs_sandboxes
 
@@ -120,8 +120,7 @@ def test_orphans_go_and_vanished_sandboxes_come_back(stack, rt):
     # while the sandbox, its cgroup and its volume mount are still there
     stack.stop(sm, sig=signal.SIGKILL)
     stack.query("UPDATE code_sessions SET status = 'terminated' WHERE uuid = %s", orphan)
-    ws = row(stack, orphan, "user_id::text || '/' || workspace_id::text")[0]
-    vol = os.path.join(str(rt.base), ws)
+    vol = volume_dir(stack, rt.base, row(stack, orphan, "workspace_id::text")[0])
     assert sandbox_pids([orphan]) and cgroup_dirs(orphan) and mounts_under(vol)
     sm = rt.start("session-manager", **FAST_LOOK)
     wait_for(lambda: not sandbox_pids([orphan]) and not cgroup_dirs(orphan)

@@ -20,8 +20,8 @@ import uuid as uuidlib
 import pytest
 
 from harness import wait_for
-from sandboxes import (cgroup_read, keyed, needs_sandboxes, sandbox_pids, shared_runtime,
-                       wait_status)
+from sandboxes import (cgroup_read, image_path, keyed, needs_sandboxes, sandbox_pids,
+                       shared_runtime, wait_status)
 
 pytestmark = needs_sandboxes
 
@@ -529,7 +529,7 @@ def test_an_oom_kill_is_reported(oom):
 # ---- 9. disk ----------------------------------------------------------------------------
 
 def image_of(rt, box):
-    return os.path.join(str(rt.base), ".images", str(box.user["id"]), box.workspace_id + ".img")
+    return image_path(rt.stack, rt.base, box.workspace_id)
 
 
 @pytest.fixture(scope="module")

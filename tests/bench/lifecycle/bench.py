@@ -457,7 +457,9 @@ def sm_log_points(path):
             if not m:
                 continue
             ts, prefix, ev, rest = m.groups()
-            key = re.search(r"session=(\S+)", rest) or re.search(r"name=\d+/(\S+)", rest)
+            # volumes are named <user_id>-<workspace_id> (the sessions this
+            # benchmark makes each get a workspace of their own)
+            key = re.search(r"session=(\S+)", rest) or re.search(r"name=\d+-(\S+)", rest)
             if key:
                 kind = re.search(r"kind=(\S+)", rest)
                 name = prefix + "." + ev + (":" + kind.group(1) if kind else "")
