@@ -162,7 +162,7 @@ static at_err_t copy_etc_entry(const char *src, const char *tmp, sbx_copy_budget
  * inside a read-only bind, so they must exist). */
 static at_err_t add_identity(const char *tmp, char *errbuf, size_t errlen)
 {
-    identity_t id;
+    identity_t id = {0};
     identity_files(&id, AT_SANDBOX_UID, AT_SANDBOX_UID, DEFAULT_HOSTNAME);
     int dfd = open(tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd < 0)
@@ -417,7 +417,7 @@ at_err_t at_bwrap_prepare_run_dir(const at_sandbox_spec_t *spec, char *errbuf, s
     at_err_t err = validate_spec(spec, errbuf, errlen);
     if (err)
         return err;
-    identity_t id;
+    identity_t id = {0};
     identity_files(&id, (unsigned)(spec->uid ? spec->uid : AT_SANDBOX_UID),
                    (unsigned)(spec->gid ? spec->gid : AT_SANDBOX_UID),
                    spec->hostname ? spec->hostname : DEFAULT_HOSTNAME);
