@@ -58,15 +58,33 @@
     X(INT, load_timeout_s, "ATELIER_LOAD_TIMEOUT_S", NULL, "300", 5, 86400,                        \
       "A session still `loading_files` after this long is marked `error`.")                        \
     X(STR, sandbox_network, "ATELIER_SANDBOX_NETWORK", NULL, "none", 0, 0,                         \
-      "`none`: each sandbox has its own network namespace with only loopback (no egress). "       \
-      "`host`: sandboxes share the host's network (egress to anything the host reaches, and "     \
-      "the host's loopback services too): only for trusted users on a dedicated machine.")        \
+      "`none`: each sandbox has its own network namespace with only loopback (no egress). "        \
+      "`host`: sandboxes share the host's network (egress to anything the host reaches, and "      \
+      "the host's loopback services too): only for trusted users on a dedicated machine.")         \
     X(INT, disk_quota_mb, "ATELIER_DISK_QUOTA_MB", NULL, "5120", 16, 16777216,                     \
       "Size of each workspace volume in MiB (client-api-v3.1: 5 GiB); writes past it fail with "   \
       "ENOSPC inside the sandbox and 507 through the API.")                                        \
     X(INT, exec_output_max, "ATELIER_EXEC_OUTPUT_MAX", NULL, "1048576", 1024, 67108864,            \
       "Bytes of stdout and of stderr an exec answer keeps; the rest is dropped and marked "        \
       "truncated.")                                                                                \
+    X(INT, terminals_per_session, "ATELIER_TERMINALS_PER_SESSION", NULL, "8", 1, 256,              \
+      "Terminals open at once in one session.")                                                    \
+    X(INT, term_replay_entries, "ATELIER_TERM_REPLAY_ENTRIES", NULL, "4096", 16, 1000000,          \
+      "Output entries (each at most 16 KiB) kept per terminal for a client that reconnects "       \
+      "with `lastSeq` (Redis stream `term:{id}:out`, capped).")                                    \
+    X(INT, ws_max_per_user, "ATELIER_WS_MAX_PER_USER", NULL, "32", 1, 100000,                      \
+      "WebSocket connections one user may hold at once on one gateway.")                           \
+    X(INT, ws_max_message, "ATELIER_WS_MAX_MESSAGE", NULL, "65536", 1024, 16777216,                \
+      "Largest WebSocket message a client may send, in bytes.")                                    \
+    X(INT, ws_send_queue_max, "ATELIER_WS_SEND_QUEUE_MAX", NULL, "1048576", 65536, 268435456,      \
+      "Bytes queued for one slow WebSocket client before it is dropped (it can reconnect "         \
+      "and replay from `lastSeq`).")                                                               \
+    X(STR, command_policy, "ATELIER_COMMAND_POLICY", NULL,                                         \
+      "sudo,chmod,chown,reboot,shutdown,ssh,nc,telnet,wget,curl,nohup,crontab,screen,tmux,"        \
+      "rm -rf /,dd,mount,mkfs",                                                                    \
+      0, 0,                                                                                        \
+      "Commands refused when a terminal line or an exec starts with them (comma-separated; "       \
+      "empty: none). A courtesy, not a boundary: the sandbox is what protects the host.")          \
     X(STR, tiers, "ATELIER_TIERS", NULL, "small=500:512,standard=1000:1024,large=2000:2048", 0, 0, \
       "Resource tiers, `name=cpu_millis:memory_mb` separated by commas. `small`: sessions from "   \
       "`POST /api/sessions/`; `standard`: `POST /session/create` and scale down; `large`: scale "  \
