@@ -19,6 +19,7 @@
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include "atelier/log.h"
@@ -32,6 +33,9 @@
 #define SEG_MAX 64
 #define MKFS_TIMEOUT_MS 60000
 #define LOOP_TRIES 32
+#ifndef LOOP_MAJOR
+#define LOOP_MAJOR 7
+#endif
 #define PROC_FD_PATH 64
 
 /* mkfs.ext4 options: no reserved blocks (the quota is all the user's), inode
@@ -373,8 +377,12 @@ static int loop_attach(int imgfd, int *number, char *errbuf, size_t errlen, at_e
         snprintf(dev, sizeof dev, "/dev/loop%d", n);
         int lfd = open(dev, O_RDWR | O_CLOEXEC);
         if (lfd < 0) {
-            if (errno == ENOENT) { /* udev-less /dev: the node may come a moment later */
-                sbx_sleep_ms(1);
+            if (errno == ENOENT) {
+                /* No node: in a container /dev is the runtime's own tmpfs and
+                 * nothing creates it (make it: docker-compose.yml allows block
+                 * major 7); on a host without udev it may come a moment later. */
+                if (mknod(dev, S_IFBLK | 0600, makedev(LOOP_MAJOR, n)) != 0 && errno != EEXIST)
+                    sbx_sleep_ms(1);
                 continue;
             }
             *err = sbx_fail_errno(errbuf, errlen, errno, "volume: open %s", dev);
