@@ -12,7 +12,8 @@ NO_CREDS, BAD_KEY, OTHER, OWNER, SERVICE = "none", "badkey", "other", "owner", "
 
 @pytest.fixture
 def world(stack):
-    stack.start("gateway")
+    # no session-manager: actions that wait for it answer 202 after 200 ms
+    stack.start("gateway", env={"ATELIER_REPLY_TIMEOUT_MS": "200"})
     a, ha = stack.new_user()
     b, hb = stack.new_user()
     r = stack.post("/api/sessions", json={"name": "a1"}, headers=ha)
