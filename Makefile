@@ -53,6 +53,7 @@ bench: build
 	ATELIER_BIN_DIR=$(abspath $(RELEASE_DIR)) tests/bench/queue/run
 	ATELIER_BIN_DIR=$(abspath $(RELEASE_DIR)) tests/bench/files/run
 	ATELIER_BIN_DIR=$(abspath $(RELEASE_DIR)) tests/bench/lifecycle/run
+	tests/bench/hops/run
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
