@@ -15,6 +15,7 @@
 #include "http.h"
 #include "ratelimit.h"
 #include "routes.h"
+#include "ws.h"
 
 #define REVOKE_CHANNEL "auth:revoke"
 
@@ -78,6 +79,7 @@ static void on_revoke(at_redis_t *rc, redisReply *reply, void *arg)
         reply->element[2]->type != REDIS_REPLY_STRING)
         return;
     credcache_drop(reply->element[2]->str);
+    ws_revoked(reply->element[2]->str); /* its open WebSockets close too */
 }
 
 static void sub_up(at_redis_t *rc, void *arg)
@@ -231,7 +233,7 @@ static void credential_known(pending_t *p, const cred_t *c)
     authorize(p);
 }
 
-static void credential_row(PGresult *res, const char *err, void *arg)
+static void credential_fetched(const cred_t *c, const char *err, void *arg)
 {
     pending_t *p = arg;
     if (err) {
@@ -240,42 +242,16 @@ static void credential_row(PGresult *res, const char *err, void *arg)
         free(p);
         return;
     }
-    cred_t c = {0};
-    if (PQntuples(res) == 1) {
-        c.valid = 1;
-        c.user_id = PQgetisnull(res, 0, 0) ? 0 : strtoll(PQgetvalue(res, 0, 0), NULL, 10);
-        c.is_admin = PQgetvalue(res, 0, 1)[0] == 't';
-        c.key_id = strtoll(PQgetvalue(res, 0, 2), NULL, 10);
-        c.expires_ms = PQgetisnull(res, 0, 3) ? 0 : strtoll(PQgetvalue(res, 0, 3), NULL, 10);
-    }
-    credcache_put(p->cache_key, &c, at_wall_ms());
-    credential_known(p, &c);
+    credential_known(p, c);
 }
 
-static void lookup(pending_t *p, const char *sql, const char *hash)
+static void lookup(pending_t *p)
 {
-    cred_t c;
-    if (credcache_get(p->cache_key, at_wall_ms(), &c)) {
-        credential_known(p, &c);
-        return;
-    }
-    const char *params[] = {hash};
-    if (at_db_query(req_gw(p->req)->db, sql, 1, params, credential_row, p) != AT_OK) {
+    if (credcache_fetch(req_gw(p->req)->db, p->cache_key, credential_fetched, p) != AT_OK) {
         req_error(p->req, 503, "Database busy");
         free(p);
     }
 }
-
-static const char token_sql[] =
-    "SELECT u.id, u.is_admin, 0, (extract(epoch FROM t.expires_at) * 1000)::bigint "
-    "FROM auth_tokens t JOIN users u ON u.id = t.user_id "
-    "WHERE t.token_hash = $1 AND t.kind = 'bearer' AND t.revoked_at IS NULL "
-    "AND t.expires_at > now() AND u.is_active";
-static const char key_sql[] =
-    "SELECT k.user_id, k.is_admin OR coalesce(u.is_admin, false), k.id, "
-    "(extract(epoch FROM k.expires_at) * 1000)::bigint FROM api_keys k "
-    "LEFT JOIN users u ON u.id = k.user_id WHERE k.key_hash = $1 AND k.revoked_at IS NULL "
-    "AND (k.expires_at IS NULL OR k.expires_at > now()) AND (u.id IS NULL OR u.is_active)";
 
 void auth_begin(at_req_t *req, const route_t *route)
 {
@@ -303,7 +279,8 @@ void auth_begin(at_req_t *req, const route_t *route)
         char hash[AT_SHA256_HEX + 1];
         at_sha256_hex(key, strlen(key), hash);
         snprintf(p->cache_key, sizeof p->cache_key, "k:%s", hash);
-        lookup(p, key_sql, hash);
+        at_strlcpy(pr->cred_key, p->cache_key, sizeof pr->cred_key);
+        lookup(p);
         return;
     }
     if (authz && *authz) {
@@ -328,7 +305,8 @@ void auth_begin(at_req_t *req, const route_t *route)
         json_decref(claims);
         snprintf(p->cache_key, sizeof p->cache_key, "t:%s", hash);
         at_strlcpy(pr->token_hash, hash, sizeof pr->token_hash);
-        lookup(p, token_sql, hash);
+        at_strlcpy(pr->cred_key, p->cache_key, sizeof pr->cred_key);
+        lookup(p);
         return;
     }
     /* compat: the seeds' old frontend named its user in ?user_id= on the

@@ -38,6 +38,8 @@ typedef struct principal {
     int is_admin;        /* may list every user, manage every key */
     int service;         /* may act for any user_id it names */
     char token_hash[65]; /* sha256 of the token's jti (logout revokes it) */
+    char cred_key[72];   /* "t:<hash>" / "k:<hash>": what a revocation names ('' for
+                            the bootstrap key and compat callers) */
     char actor[48];      /* for audit_log: "user:12", "key:3", "key:bootstrap" */
 } principal_t;
 

@@ -21,9 +21,10 @@ typedef struct gateway {
     at_io_t *io;
     struct lws_context *lws;
     at_db_t *db;
-    at_redis_t *redis;  /* commands */
-    at_redis_t *sub;    /* SUBSCRIBE reply:{instance} */
-    replies_t *replies; /* jobs waiting for a reply */
+    at_redis_t *redis;    /* commands */
+    at_redis_t *sub;      /* SUBSCRIBE reply:{instance} */
+    at_redis_t *ws_redis; /* WebSocket terminals: input, replay reads, tickets */
+    replies_t *replies;   /* jobs waiting for a reply */
     at_heartbeat_t *hb;
     char reply_channel[AT_JOB_REPLY_MAX + 1];
     char jwt_key[128]; /* HS256 key of bearer tokens */

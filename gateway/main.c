@@ -12,15 +12,11 @@
 #include "gateway.h"
 #include "http.h"
 #include "replies.h"
+#include "ws.h"
 
 static gateway_t g_gw;
 static uv_signal_t g_sigterm, g_sigint;
 static uv_timer_t g_stop_timer;
-
-static const struct lws_protocols protocols[] = {
-    {"http", NULL, 0, 0, 0, NULL, 0}, /* replaced by http_protocol at start */
-    {NULL, NULL, 0, 0, 0, NULL, 0},
-};
 
 static void hb_fill(json_t *rec, void *arg)
 {
@@ -30,6 +26,7 @@ static void hb_fill(json_t *rec, void *arg)
     json_object_set_new(rec, "url", json_string(url));
     json_object_set_new(rec, "replies_waiting", json_integer(replies_waiting(gw->replies)));
     json_object_set_new(rec, "db_connections", json_integer(at_db_connected(gw->db)));
+    json_object_set_new(rec, "ws_connections", json_integer(ws_connections()));
 }
 
 static char *render_metrics(void *arg)
@@ -108,7 +105,8 @@ int main(int argc, char **argv)
                        (int)gw->cfg.db_queue_max);
     gw->redis = at_redis_new(gw->io, gw->cfg.redis_url, "cmd");
     gw->sub = at_redis_new(gw->io, gw->cfg.redis_url, "sub");
-    if (!gw->io || !gw->db || !gw->redis || !gw->sub) {
+    gw->ws_redis = at_redis_new(gw->io, gw->cfg.redis_url, "ws");
+    if (!gw->io || !gw->db || !gw->redis || !gw->sub || !gw->ws_redis || ws_init(gw) != 0) {
         at_error("event=start_failed error=\"cannot set up database or redis clients\"");
         return 1;
     }
@@ -116,9 +114,9 @@ int main(int argc, char **argv)
     if (auth_init(gw) != 0)
         return 1;
 
-    struct lws_protocols protos[2];
-    memcpy(protos, protocols, sizeof protos);
-    protos[0] = http_protocol;
+    /* HTTP, and WebSocket on /ws (ws.c wraps http.c's protocol entry) */
+    struct lws_protocols protos[WS_PROTOCOLS];
+    ws_protocols(protos);
     void *foreign_loops[1] = {gw->loop};
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof info);
@@ -133,6 +131,7 @@ int main(int argc, char **argv)
     info.max_http_header_data = 16384;
     info.max_http_header_pool = 1024;
     info.options |= LWS_SERVER_OPTION_EXPLICIT_VHOSTS;
+    info.retry_and_idle_policy = &ws_idle_policy; /* pings silent WebSockets, drops dead ones */
     gw->lws = lws_create_context(&info);
     if (!gw->lws || !lws_create_vhost(gw->lws, &info)) {
         at_error("event=listen_failed host=%s port=%lld error=\"lws_create_context failed (port "
@@ -165,8 +164,10 @@ int main(int argc, char **argv)
     auth_shutdown(gw);
     at_redis_free(gw->redis);
     at_redis_free(gw->sub);
+    at_redis_free(gw->ws_redis);
     replies_free(gw->replies);
     at_db_free(gw->db);
+    ws_shutdown(gw);
     uv_signal_stop(&g_sigterm);
     uv_signal_stop(&g_sigint);
     uv_close((uv_handle_t *)&g_sigterm, NULL);

@@ -28,6 +28,8 @@ static const route_t routes[] = {
     {POST, "/api/keys", route_key_create, AUTH_USER, BODY_SMALL},
     {GET, "/api/keys", route_key_list, AUTH_USER, BODY_SMALL},
     {DEL, "/api/keys/{id}", route_key_delete, AUTH_USER, BODY_SMALL},
+    /* WebSocket tickets (WS /ws itself is ws.c's, before routing) */
+    {POST, "/api/ws-ticket", route_ws_ticket, AUTH_USER, BODY_SMALL},
     /* sessions: FastAPI family */
     {GET, "/api/sessions", route_session_list, AUTH_USER, BODY_SMALL},
     {POST, "/api/sessions", route_session_create, AUTH_USER, BODY_SMALL},

@@ -77,6 +77,8 @@ void route_file_move(at_req_t *req);
 void route_upload(at_req_t *req);
 void route_download_file(at_req_t *req);
 void route_download_zip(at_req_t *req);
+/* routes_ws_ticket.c: single-use credentials for WS /ws */
+void route_ws_ticket(at_req_t *req);
 /* routes_docs.c */
 void route_openapi(at_req_t *req);
 void route_docs(at_req_t *req);

@@ -22,6 +22,7 @@
 #include "replies.h"
 #include "routes.h"
 #include "sessions.h"
+#include "ws_policy.h"
 
 #define EXEC_TIMEOUT_S 30       /* default of POST /api/sessions/{uuid}/exec */
 #define EXEC_TIMEOUT_MAX_S 600  /* its largest timeout_s */
@@ -949,7 +950,8 @@ static json_t *render_exec(at_req_t *req, PGresult *res, const void *ctx)
 /* POST /api/sessions/{uuid}/exec {"command", "timeout_s"?, "stdin"?}: run a
  * command in the session's sandbox (bash -lc, in /workspace) and answer its
  * result: {exit_code, stdout, stderr, duration_ms, timed_out,
- * stdout_truncated, stderr_truncated, job_id}. */
+ * stdout_truncated, stderr_truncated, job_id}. A command that
+ * ATELIER_COMMAND_POLICY refuses is answered 403 and never queued. */
 void route_session_exec(at_req_t *req)
 {
     int64_t scope = auth_scope(req, req_query(req, "user_id"));
@@ -970,6 +972,7 @@ void route_session_exec(at_req_t *req)
     }
     json_t *cmd = json_object_get(body, "command"), *to = json_object_get(body, "timeout_s");
     json_t *in = json_object_get(body, "stdin");
+    char blocked[256];
     if (!json_is_string(cmd) || json_string_length(cmd) == 0) {
         req_error(req, 422, "command must be a non-empty string");
     } else if (to && (!json_is_integer(to) || json_integer_value(to) < 1 ||
@@ -977,6 +980,11 @@ void route_session_exec(at_req_t *req)
         req_error(req, 422, "timeout_s must be an integer in [1, %d]", EXEC_TIMEOUT_MAX_S);
     } else if (in && !json_is_string(in)) {
         req_error(req, 422, "stdin must be a string");
+    } else if (policy_check(req_gw(req)->cfg.command_policy, json_string_value(cmd),
+                            json_string_length(cmd), blocked, sizeof blocked)) {
+        /* 403: well-formed, refused by ATELIER_COMMAND_POLICY (a courtesy;
+         * the sandbox is what protects the host) */
+        req_error(req, 403, "Command blocked by policy: %s", blocked);
     } else {
         json_t *args = json_pack("{s:O, s:I}", "command", cmd, "timeout_s",
                                  (json_int_t)(to ? json_integer_value(to) : EXEC_TIMEOUT_S));

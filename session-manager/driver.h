@@ -75,6 +75,25 @@ typedef struct sm_exec_result {
 
 typedef void sm_list_fn(const char *session, void *arg);
 
+/* A process on a new pseudo-terminal in the sandbox: a terminal's shell
+ * (terminals.h). */
+typedef struct sm_pty_spec {
+    const char *const *argv; /* NULL-terminated */
+    const char *const *env;  /* its whole environment, NULL-terminated "K=V" */
+    const char *cwd;
+    int cols, rows;
+} sm_pty_spec_t;
+
+typedef struct sm_pty {
+    pid_t pid;  /* as the sandbox numbers it (its init's view) */
+    int master; /* the PTY master, O_NONBLOCK | O_CLOEXEC, owned by the caller */
+} sm_pty_t;
+
+/* A session's stream of exit events: processes started by spawn_pty (and
+ * exec) as they end, without polling. Opaque; one connection to the
+ * sandbox, read on the caller's loop. */
+typedef struct sm_exits sm_exits_t;
+
 typedef struct sm_driver {
     const char *name;
     void *self;
@@ -102,6 +121,24 @@ typedef struct sm_driver {
      * no running session uses (the monitor's orphan pass) */
     int (*volumes)(void *self, sm_list_fn *fn, void *arg, char *err);
     int (*unmount)(void *self, const char *volume, char *err);
+    /* terminals: a process on a new PTY in the running sandbox */
+    int (*spawn_pty)(void *self, const char *session, const sm_pty_spec_t *spec, sm_pty_t *out,
+                     char *err);
+    /* the PTY master of a live PTY process again (after a restart): 0; 1
+     * when the process is gone, with its exit status in *code (-1 unknown) */
+    int (*attach_pty)(void *self, const char *session, pid_t pid, sm_pty_t *out, int *code,
+                      char *err);
+    /* kill(pid, sig) in the sandbox (group: its whole process group; sig 0:
+     * is it alive): 0; 1 when there is no such process */
+    int (*signal)(void *self, const char *session, pid_t pid, int sig, int group, char *err);
+    /* the session's exit events: open (blocks: on the pool), the descriptor
+     * to watch on the loop (readable: events may wait), the next one without
+     * blocking (1: *pid and *code set, code 128 + signal when killed; 0:
+     * none waiting; -1: the stream ended, e.g. the sandbox stopped), close */
+    int (*exits_open)(void *self, const char *session, sm_exits_t **out, char *err);
+    int (*exits_fd)(const sm_exits_t *x);
+    int (*exits_next)(sm_exits_t *x, pid_t *pid, int *code);
+    void (*exits_close)(sm_exits_t *x);
 } sm_driver_t;
 
 #endif

@@ -24,6 +24,7 @@
 #include "atelier/path.h"
 #include "atelier/queue.h"
 #include "atelier/util.h"
+#include "terminals.h"
 
 #define SESS_BUCKETS 1024
 #define STATUS_MAX 32
@@ -93,6 +94,13 @@ static struct {
 } g;
 
 static void begin(op_t *op);
+
+/* The prefix of a statement that ends a session's sandbox (sleep, delete,
+ * a sandbox replaced or lost): its terminals' rows ($1 the session) close
+ * in the same statement (terminals.h). */
+#define CLOSE_TERMINALS                                                                            \
+    "WITH closed_terminals AS (UPDATE terminals SET status = 'closed', closed_at = now()"          \
+    " WHERE session_uuid = $1 AND status IN ('opening', 'open')) "
 
 /* ---- per-session order -------------------------------------------------- */
 
@@ -339,9 +347,11 @@ static void work_start(op_t *op)
 /* start and wake end the same way: loading_files + a load job, or error. */
 static void after_start(op_t *op)
 {
+    sm_term_session_end(op->session); /* those of a sandbox this one replaces */
     if (op->rc != 0) {
         const char *p[] = {op->session, op->err};
         query(op,
+              CLOSE_TERMINALS
               "UPDATE code_sessions SET status = 'error', status_message = $2, updated_at = now() "
               "WHERE uuid = $1 AND status NOT IN ('terminating', 'terminated')",
               2, p, error_recorded);
@@ -349,6 +359,7 @@ static void after_start(op_t *op)
     }
     const char *p[] = {op->session, op->k->kind};
     query(op,
+          CLOSE_TERMINALS
           "UPDATE code_sessions SET status = 'loading_files', status_message = 'Loading files', "
           "replicas = 1, last_activity = now(), last_activity_kind = $2, slept_at = NULL, "
           "updated_at = now() "
@@ -429,6 +440,7 @@ static int plan_sleep(op_t *op)
         finish_fail(op, 1, "session %s is %s: it does not sleep", op->session, op->status);
         return PLAN_HANDLED;
     }
+    sm_term_session_end(op->session);
     return PLAN_WORK;
 }
 
@@ -447,6 +459,7 @@ static void after_sleep(op_t *op)
     const char *p[] = {op->session,
                        reason && !strcmp(reason, "idle") ? "Sleeping (idle)" : "Sleeping"};
     query(op,
+          CLOSE_TERMINALS
           "UPDATE code_sessions SET status = 'sleeping', status_message = $2, "
           "replicas = 0, slept_at = now(), memory_bytes = 0, updated_at = now() "
           "WHERE uuid = $1 AND status NOT IN ('terminating', 'terminated') RETURNING 1",
@@ -530,6 +543,7 @@ static int plan_destroy(op_t *op)
     op->volume_action = op->others_running > 0 ? SM_VOLUME_KEEP_MOUNTED
                         : op->others_live > 0  ? SM_VOLUME_UNMOUNT
                                                : SM_VOLUME_REMOVE;
+    sm_term_session_end(op->session);
     return PLAN_WORK;
 }
 
@@ -546,6 +560,7 @@ static void after_destroy(op_t *op)
     }
     const char *p[] = {op->session};
     query(op,
+          CLOSE_TERMINALS
           "UPDATE code_sessions SET status = 'terminated', status_message = 'Terminated', "
           "is_active = false, replicas = 0, terminated_at = now(), updated_at = now() "
           "WHERE uuid = $1 RETURNING 1",
@@ -730,14 +745,30 @@ static void lost_recorded(PGresult *res, const char *err, void *arg)
     }
 }
 
+/* The sandbox is attached: so are its terminals (a failure there is
+ * logged; the session itself is recovered). */
+static void terminals_attached(void *arg, json_t *result, const char *err, int permanent)
+{
+    (void)err;
+    (void)permanent;
+    op_t *op = arg;
+    finish_ok(op, json_pack("{s:s, s:s, s:o*}", "status", op->status, "recovered", op->recovered,
+                            "terminals", result));
+}
+
 static void after_recover(op_t *op)
 {
     at_info("event=session_recovered session=%s status=%s outcome=%s rc=%d", op->session,
             op->status, op->recovered, op->rc);
+    if (!strcmp(op->recovered, "attached")) {
+        sm_term_attach(op->session, terminals_attached, op);
+        return;
+    }
     if (!strcmp(op->recovered, "restarted")) {
         after_start(op); /* loading_files + load, or error */
         return;
     }
+    sm_term_session_end(op->session); /* lost, stopped or asleep: no shell runs */
     if (op->rc != 0) {
         finish_fail(op, 0, "session %s: recover: %s", op->session, op->err);
         return;
@@ -748,6 +779,7 @@ static void after_recover(op_t *op)
                  "(ATELIER_RESTART_LOST=false); wake the session to start it again");
         const char *p[] = {op->session, op->err};
         query(op,
+              CLOSE_TERMINALS
               "UPDATE code_sessions SET status = 'error', status_message = $2, replicas = 0, "
               "updated_at = now() WHERE uuid = $1 AND status NOT IN ('terminating', 'terminated') "
               "RETURNING 1",
@@ -755,6 +787,23 @@ static void after_recover(op_t *op)
         return;
     }
     finish_ok(op, json_pack("{s:s, s:s}", "status", op->status, "recovered", op->recovered));
+}
+
+/* ---- terminals: terminals.c runs them, in the session's order ----------- */
+
+static void terminal_done(void *arg, json_t *result, const char *err, int permanent)
+{
+    op_t *op = arg;
+    if (err)
+        finish_fail(op, permanent, "session %s: %s", op->session, err);
+    else
+        finish_ok(op, result);
+}
+
+static int plan_terminal(op_t *op)
+{
+    sm_term_job(op->k->kind, op->session, op->status, op->args, terminal_done, op);
+    return PLAN_HANDLED;
 }
 
 /* ---- the machine -------------------------------------------------------- */
@@ -769,6 +818,8 @@ static const kind_ops_t kinds[] = {
     {"shutdown", plan_destroy, work_destroy, after_destroy},
     {"exec", plan_exec, work_exec, after_exec},
     {"recover", plan_recover, work_recover, after_recover},
+    {"terminal_open", plan_terminal, NULL, NULL},
+    {"terminal_close", plan_terminal, NULL, NULL},
 };
 
 static void work_run(void *arg)
@@ -895,9 +946,10 @@ static void enter(at_job_ctx_t *ctx)
 }
 
 const at_handler_t sm_life_handlers[] = {
-    {"start", enter, 1},    {"loaded", enter, 1}, {"sleep", enter, 1},
-    {"wake", enter, 1},     {"scale", enter, 1},  {"delete", enter, 1},
-    {"shutdown", enter, 1}, {"exec", enter, 1},   {"recover", enter, 1},
+    {"start", enter, 1},         {"loaded", enter, 1},         {"sleep", enter, 1},
+    {"wake", enter, 1},          {"scale", enter, 1},          {"delete", enter, 1},
+    {"shutdown", enter, 1},      {"exec", enter, 1},           {"recover", enter, 1},
+    {"terminal_open", enter, 1}, {"terminal_close", enter, 1},
 };
 const size_t sm_life_handlers_count = sizeof sm_life_handlers / sizeof sm_life_handlers[0];
 

@@ -27,8 +27,15 @@
  *            last_activity, oom_kills and the disk figures recorded; an
  *            `oom` event when the kernel killed something at the limit
  *   recover  (from the monitor) the host's sandbox made to match the row:
- *            re-attached, restarted (ATELIER_RESTART_LOST) or 'error';
- *            a sleeping session's stray sandbox stopped
+ *            re-attached (with its open terminals), restarted
+ *            (ATELIER_RESTART_LOST) or 'error'; a sleeping session's stray
+ *            sandbox stopped
+ *   terminal_open, terminal_close: terminals.h
+ *
+ * Terminals end with their sandbox: sleep, delete and shutdown hang up the
+ * session's shells before the driver call, and the statement that records
+ * the new status (sleeping, terminated, or a replaced or lost sandbox's
+ * loading_files / error) closes their rows.
  *
  * A transition that makes no sense (scale a sleeping session, exec in one
  * that is not ready, anything on a terminated one) fails permanently with

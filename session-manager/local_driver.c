@@ -852,6 +852,168 @@ void sm_local_exec_result_free(sm_exec_result_t *res)
     res->out_len = res->err_len = 0;
 }
 
+/* ---- terminals --------------------------------------------------------------------- */
+
+/* A session's exit events: a connection to its init kept open, read on the caller's loop. */
+struct sm_exits {
+    at_initctl_t *c;
+};
+
+static int local_spawn_pty(void *self, const char *session, const sm_pty_spec_t *spec,
+                           sm_pty_t *out, char *err)
+{
+    local_t *l = self;
+    char e[SM_ERR_MAX - 64];
+    out->pid = 0;
+    out->master = -1;
+    if (check_session(session, err) != 0)
+        return -1;
+    if (!spec || !spec->argv || !spec->argv[0] || spec->cols < 1 || spec->cols > USHRT_MAX ||
+        spec->rows < 1 || spec->rows > USHRT_MAX)
+        return fail(err, "local: spawn_pty %s: needs a program and a size", session);
+    at_initctl_t *c = init_connect(l, session, PROBE_TIMEOUT_MS * 4, e, sizeof e);
+    if (!c)
+        return fail(err, "local: spawn_pty %s: sandbox not running: %s", session, e);
+    at_initctl_spawn_t sp = {.argv = spec->argv,
+                             .env = spec->env,
+                             .cwd = spec->cwd,
+                             .pty = true,
+                             .cols = (unsigned short)spec->cols,
+                             .rows = (unsigned short)spec->rows};
+    at_initctl_proc_fds_t fds;
+    at_err_t rc = at_initctl_spawn(c, &sp, &fds, REQ_TIMEOUT_MS, e, sizeof e);
+    at_initctl_close(c);
+    if (rc != AT_OK)
+        return fail(err, "local: spawn_pty %s %s: %s", session, spec->argv[0], e);
+    set_nonblock(fds.fds[0]); /* shared with init's copy, which never reads it */
+    out->pid = fds.pid;
+    out->master = fds.fds[0];
+    return 0;
+}
+
+/* The exit status init recorded for pid, -1 when it is not among the records it
+ * returns (the oldest unacknowledged ones). */
+static int recorded_exit(at_initctl_t *c, pid_t pid)
+{
+    at_initctl_exit_t *x = NULL;
+    size_t n = 0;
+    bool more = false;
+    int code = -1;
+    if (at_initctl_exits(c, 0, &x, &n, &more, NULL, REQ_TIMEOUT_MS, NULL, 0) != AT_OK)
+        return -1;
+    for (size_t i = 0; i < n; i++)
+        if (x[i].pid == pid)
+            code = x[i].code; /* the latest record of that pid */
+    free(x);
+    return code;
+}
+
+static int local_attach_pty(void *self, const char *session, pid_t pid, sm_pty_t *out, int *code,
+                            char *err)
+{
+    local_t *l = self;
+    char e[SM_ERR_MAX - 64];
+    out->pid = 0;
+    out->master = -1;
+    *code = -1;
+    if (check_session(session, err) != 0)
+        return -1;
+    at_initctl_t *c = init_connect(l, session, PROBE_TIMEOUT_MS * 4, e, sizeof e);
+    if (!c)
+        return fail(err, "local: attach_pty %s: sandbox not running: %s", session, e);
+    at_initctl_proc_fds_t fds;
+    at_err_t rc = at_initctl_attach(c, pid, &fds, REQ_TIMEOUT_MS, e, sizeof e);
+    if (rc == AT_ENOTFOUND) {
+        *code = recorded_exit(c, pid);
+        at_initctl_close(c);
+        return 1;
+    }
+    at_initctl_close(c);
+    if (rc != AT_OK)
+        return fail(err, "local: attach_pty %s pid %d: %s", session, (int)pid, e);
+    if (!fds.pty) {
+        for (int i = 0; i < AT_INITCTL_MAX_FDS; i++)
+            close_fd(&fds.fds[i]);
+        return fail(err, "local: attach_pty %s: process %d is not on a terminal", session,
+                    (int)pid);
+    }
+    set_nonblock(fds.fds[0]);
+    out->pid = fds.pid;
+    out->master = fds.fds[0];
+    return 0;
+}
+
+static int local_signal(void *self, const char *session, pid_t pid, int sig, int group, char *err)
+{
+    local_t *l = self;
+    char e[SM_ERR_MAX - 64];
+    if (check_session(session, err) != 0)
+        return -1;
+    at_initctl_t *c = init_connect(l, session, PROBE_TIMEOUT_MS * 4, e, sizeof e);
+    if (!c)
+        return fail(err, "local: signal %s: sandbox not running: %s", session, e);
+    at_err_t rc = at_initctl_signal(c, pid, sig, group != 0, REQ_TIMEOUT_MS, e, sizeof e);
+    at_initctl_close(c);
+    if (rc == AT_ENOTFOUND)
+        return 1;
+    if (rc != AT_OK)
+        return fail(err, "local: signal %d to %s pid %d: %s", sig, session, (int)pid, e);
+    return 0;
+}
+
+static int local_exits_open(void *self, const char *session, sm_exits_t **out, char *err)
+{
+    local_t *l = self;
+    char e[SM_ERR_MAX - 64];
+    *out = NULL;
+    if (check_session(session, err) != 0)
+        return -1;
+    sm_exits_t *x = calloc(1, sizeof *x);
+    if (!x)
+        return fail(err, "local: exits %s: out of memory", session);
+    x->c = init_connect(l, session, PROBE_TIMEOUT_MS * 4, e, sizeof e);
+    if (!x->c) {
+        free(x);
+        return fail(err, "local: exits %s: sandbox not running: %s", session, e);
+    }
+    *out = x;
+    return 0;
+}
+
+static int local_exits_fd(const sm_exits_t *x)
+{
+    return at_initctl_fd(x->c);
+}
+
+/* Never blocks: at_initctl_read_event with timeout 0 reads only what is queued. */
+static int local_exits_next(sm_exits_t *x, pid_t *pid, int *code)
+{
+    for (;;) {
+        json_t *ev;
+        at_err_t rc = at_initctl_read_event(x->c, &ev, 0, NULL, 0);
+        if (rc == AT_ETIMEOUT)
+            return 0;
+        if (rc != AT_OK)
+            return -1;
+        at_initctl_exit_t ex;
+        int ok = at_initctl_exit_from_json(ev, &ex) == AT_OK;
+        json_decref(ev);
+        if (ok) {
+            *pid = ex.pid;
+            *code = ex.code;
+            return 1;
+        }
+    }
+}
+
+static void local_exits_close(sm_exits_t *x)
+{
+    if (!x)
+        return;
+    at_initctl_close(x->c);
+    free(x);
+}
+
 /* ---- construction ----------------------------------------------------------------- */
 
 static int copy_path(char *dst, const char *src, const char *what, char *err)
@@ -934,7 +1096,14 @@ sm_driver_t *sm_local_driver_new(const sm_local_config_t *cfg, char *err)
                              .state = local_state,
                              .list = local_list,
                              .volumes = local_volumes,
-                             .unmount = local_unmount};
+                             .unmount = local_unmount,
+                             .spawn_pty = local_spawn_pty,
+                             .attach_pty = local_attach_pty,
+                             .signal = local_signal,
+                             .exits_open = local_exits_open,
+                             .exits_fd = local_exits_fd,
+                             .exits_next = local_exits_next,
+                             .exits_close = local_exits_close};
     return &l->table;
 }
 

@@ -55,6 +55,14 @@
  * by a signal has exit_code -1 and signal set. res->out/err are malloc'd even
  * on failure paths that return -1 after spawning; free with
  * sm_local_exec_result_free.
+ *
+ * Terminals: spawn_pty, attach_pty and signal are init's spawn (pty), attach
+ * and signal, each on a short-lived connection; the master comes back
+ * O_NONBLOCK (init's own copy shares that flag and never reads it). A pid
+ * init no longer knows is "gone" for attach_pty, with the status from init's
+ * exit records when they still hold it. exits_open keeps a connection to
+ * init for the caller's loop (one of the 4 init serves) and reads its exit
+ * events without blocking.
  */
 #ifndef SM_LOCAL_DRIVER_H
 #define SM_LOCAL_DRIVER_H

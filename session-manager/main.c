@@ -1,7 +1,7 @@
 /* atelier-session-manager: consumes q:session. Start-up wires the `local`
  * runtime driver and a pool for its blocking calls to the lifecycle
- * handlers (lifecycle.h); the common kinds (ping, selftest) come with the
- * worker runtime. */
+ * handlers (lifecycle.h) and the terminals (terminals.h); the common kinds
+ * (ping, selftest) come with the worker runtime. */
 #include <libgen.h>
 #include <limits.h>
 #include <stdio.h>
@@ -16,6 +16,7 @@
 #include "lifecycle.h"
 #include "local_driver.h"
 #include "monitor.h"
+#include "terminals.h"
 
 #define DRIVER_THREADS 4
 #define DRIVER_QUEUE_MAX 4096
@@ -100,9 +101,11 @@ static int sm_init(at_worker_t *w)
     }
     g_pool = at_pool_new(at_worker_io(w), DRIVER_THREADS, DRIVER_QUEUE_MAX);
     if (!g_pool || sm_life_init(w, g_driver, g_pool) != 0 ||
-        sm_monitor_start(w, g_driver, g_pool) != 0) {
+        sm_term_init(w, g_driver, g_pool) != 0 || sm_monitor_start(w, g_driver, g_pool) != 0) {
         at_error("event=start_failed error=\"cannot make the driver pool\"");
+        sm_term_close();
         at_pool_free(g_pool);
+        sm_term_free();
         sm_local_driver_free(g_driver);
         g_pool = NULL;
         g_driver = NULL;
@@ -118,8 +121,10 @@ static void sm_shutdown(at_worker_t *w)
     (void)w;
     sm_monitor_stop();
     sm_life_close();
+    sm_term_close();
     at_pool_free(g_pool); /* waits for running driver calls; their jobs finish */
     g_pool = NULL;
+    sm_term_free();                 /* shells keep running, for the next instance */
     sm_local_driver_free(g_driver); /* sandboxes keep running */
     g_driver = NULL;
     sm_life_free();

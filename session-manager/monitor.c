@@ -563,6 +563,37 @@ static void look_done(void *arg, int ran)
     look_free(lk);
 }
 
+/* ---- terminals at start ------------------------------------------------------ */
+
+static void terminals_found(PGresult *res, const char *err, void *arg)
+{
+    (void)arg;
+    if (err) {
+        at_warn("event=terminal_reattach_check_failed error=\"%s\"", err);
+        return;
+    }
+    for (int i = 0; g.running && i < PQntuples(res); i++) {
+        const char *uuid = PQgetvalue(res, i, 0);
+        at_info("event=terminals_reattach session=%s", uuid);
+        if (!sm_life_busy(uuid))
+            push_job("recover", uuid, NULL);
+    }
+}
+
+/* A restarted instance (same ATELIER_INSTANCE) still holds its sessions, so
+ * nothing is adopted: their open terminals are re-attached by a `recover`
+ * (its sandbox runs: attached, terminals.h), in each session's order. */
+static void reattach_terminals(void)
+{
+    const char *p[] = {cfg()->instance};
+    at_db_query(at_worker_db(g.w),
+                "SELECT DISTINCT t.session_uuid FROM terminals t"
+                " JOIN code_sessions s ON s.uuid = t.session_uuid"
+                " WHERE s.owner_instance = $1 AND s.status = 'ready'"
+                " AND t.status IN ('opening', 'open')",
+                1, p, terminals_found, NULL);
+}
+
 /* ---- start / stop ---------------------------------------------------------- */
 
 int sm_monitor_start(at_worker_t *w, sm_driver_t *driver, at_pool_t *pool)
@@ -582,6 +613,7 @@ int sm_monitor_start(at_worker_t *w, sm_driver_t *driver, at_pool_t *pool)
     at_io_timer_start(g.lease_timer, 0, lease_every ? lease_every : 1);
     /* the first look after the first lease pass has adopted what it can */
     at_io_timer_start(g.look_timer, 50, (uint64_t)c->cull_interval_ms);
+    reattach_terminals();
     at_info("event=monitor_started lease_ttl_ms=%lld cull_interval_ms=%lld idle_sleep_s=%lld "
             "sleep_delete_s=%lld idle_delete_s=%lld max_lifetime_s=%lld",
             (long long)c->lease_ttl_ms, (long long)c->cull_interval_ms, (long long)c->idle_sleep_s,

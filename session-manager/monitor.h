@@ -27,6 +27,9 @@
  *              a workspace with no live session are unmounted (the files
  *              are in the database)
  *
+ * At start: a `recover` for each of this instance's ready sessions with
+ * open terminals (terminals.h), which re-attaches them.
+ *
  * Jobs are queued only for sessions with no job running or waiting here
  * (sm_life_busy), so a slow job is not queued twice.
  *

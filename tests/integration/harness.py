@@ -173,6 +173,9 @@ class Stack:
             ATELIER_HEARTBEAT_TTL_MS="3000",
             # a killed session-manager's sessions are adopted 2 s later
             ATELIER_LEASE_TTL_MS="2000",
+            # tests exercise nohup, mount, dd inside sandboxes; test_ws.py
+            # sets the policy it checks
+            ATELIER_COMMAND_POLICY="",
             ASAN_OPTIONS="detect_leaks=1:abort_on_error=0",
             UBSAN_OPTIONS="print_stacktrace=1",
         )

@@ -212,12 +212,31 @@ static void i386_getpid(void)
 }
 #endif
 
+/* A kernel booted with ia32_emulation=0 (or built without it) faults int
+ * 0x80 with SIGSEGV before any filter runs: the ABI is not there to block. */
+static int ia32_available(void)
+{
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        signal(SIGSEGV, SIG_DFL); /* cmocka's handler would catch the fault */
+        i386_getpid();
+        _exit(0);
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    return WIFEXITED(status);
+}
+
 static void test_foreign_abi_killed(void **state)
 {
     (void)state;
 #if defined(__x86_64__)
     run_killed(x32_getpid);
-    run_killed(i386_getpid);
+    if (ia32_available())
+        run_killed(i386_getpid);
+    else
+        print_message("i386 ABI: kernel without ia32 emulation (int 0x80 faults); not checked\n");
 #else
     print_message("skipped: x32 and i386 ABIs exist only on x86_64\n");
     skip();
