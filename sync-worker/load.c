@@ -55,6 +55,8 @@ typedef struct load {
     char out[OUT_MAX];
     size_t outlen;
     int64_t start_us;
+    int64_t start_wall_ms;
+    json_t *result; /* the job's, while the rows are marked */
 } load_t;
 
 static void fetch_page(load_t *l);
@@ -75,6 +77,7 @@ static void load_free(load_t *l)
         waitpid(l->pid, NULL, 0); /* it was just killed: returns at once */
     }
     free(l->buf);
+    json_decref(l->result);
     free(l);
 }
 
@@ -147,6 +150,29 @@ static int spawn_extractor(load_t *l, long uid, long gid)
     return 0;
 }
 
+static void marked(PGresult *res, const char *err, void *arg)
+{
+    (void)res;
+    load_t *l = arg;
+    json_t *r = l->result;
+    l->result = NULL;
+    if (err) /* only a later conflict copy is at stake: the watcher compares by content */
+        at_warn("event=load_mark_failed workspace=%s error=\"%s\"", l->ws, err);
+    if (l->session[0]) {
+        /* the session-manager owns the status: tell it the files are there */
+        at_job_t next;
+        if (at_job_init(&next, "loaded", l->session, NULL, r) == AT_OK) {
+            at_queue_push(at_worker_redis(l->w), at_queue_stream("session"), &next,
+                          at_worker_config(l->w)->queue_maxlen, NULL, NULL);
+            at_job_clear(&next);
+        }
+    }
+    at_info("event=load_done workspace=%s root=%s result=%s", l->ws, l->root, l->out);
+    at_job_done(l->ctx, r);
+    l->ctx = NULL;
+    load_free(l);
+}
+
 static void try_finish(load_t *l)
 {
     if (!l->out_eof || !l->reaped)
@@ -162,19 +188,18 @@ static void try_finish(load_t *l)
         return;
     }
     json_object_set_new(res, "ms", json_real((double)(at_mono_us() - l->start_us) / 1000.0));
-    if (l->session[0]) {
-        /* the session-manager owns the status: tell it the files are there */
-        at_job_t next;
-        if (at_job_init(&next, "loaded", l->session, NULL, res) == AT_OK) {
-            at_queue_push(at_worker_redis(l->w), at_queue_stream("session"), &next,
-                          at_worker_config(l->w)->queue_maxlen, NULL, NULL);
-            at_job_clear(&next);
-        }
-    }
-    at_info("event=load_done workspace=%s root=%s result=%s", l->ws, l->root, l->out);
-    at_job_done(l->ctx, res);
-    l->ctx = NULL;
-    load_free(l);
+    l->result = res;
+    /* the volume now holds what the rows held when the load began: say so
+     * (file sync's disk_sha256), then tell the session-manager */
+    char since[24];
+    snprintf(since, sizeof since, "%lld", (long long)l->start_wall_ms);
+    const char *prm[] = {l->ws, since};
+    if (at_db_query(at_worker_db(l->w),
+                    "UPDATE workspace_items SET disk_sha256 = sha256 WHERE workspace_id = $1::uuid "
+                    "AND type = 'file' AND updated_at <= to_timestamp($2::bigint / 1000.0) "
+                    "AND disk_sha256 IS DISTINCT FROM sha256",
+                    2, prm, marked, l) != AT_OK)
+        marked(NULL, "database busy", l);
 }
 
 static void on_reap(void *arg)
@@ -357,6 +382,7 @@ void handle_load(at_job_ctx_t *ctx)
     l->w = w;
     l->in_fd = l->out_fd = -1;
     l->start_us = at_mono_us();
+    l->start_wall_ms = at_wall_ms() - 1000; /* a second of slack for the database's clock */
     at_strlcpy(l->ws, ws, sizeof l->ws);
     at_strlcpy(l->session, at_job_ctx_job(ctx)->session, sizeof l->session);
     if (!root_ok(at_worker_config(w), root, l->root)) {

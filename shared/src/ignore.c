@@ -1,0 +1,361 @@
+/*
+ * gitignore matching, written to agree with git's dir.c and wildmatch.c
+ * (checked against git 2.39 `check-ignore`, see tests/unit/test_ignore.c).
+ *
+ * A rule without a '/' (once a trailing one is taken off) is matched against
+ * the last segment of the path. Any other rule is anchored: it is split into
+ * segments at load and matched against the whole path segment by segment, a
+ * "**" segment standing for any number of path segments. Both levels use the
+ * usual iterative backtracking for stars (on a mismatch only the last star
+ * takes one more character or segment), so a match costs at most pattern
+ * length x path length steps and never recurses.
+ */
+#include "atelier/ignore.h"
+
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char AT_IGNORE_DEFAULTS[] = ".git/\n__pycache__/\nnode_modules/\n*.pyc\n";
+
+enum {
+    NEGATED = 1 << 0,  /* "!pattern": a match un-ignores */
+    DIR_ONLY = 1 << 1, /* "pattern/": matches directories only */
+    ANCHORED = 1 << 2, /* a '/' at the start or in the middle: matches the whole path */
+};
+
+typedef struct {
+    const char *pat; /* no '/' */
+    size_t len;
+    int starstar; /* the segment is "**" */
+} seg_t;
+
+typedef struct {
+    unsigned flags;
+    const char *pat; /* without '!', the leading and the trailing '/' */
+    size_t len;
+    seg_t *segs; /* anchored rules: pat split at each '/' */
+    size_t nsegs;
+    void *mem; /* one block: segs, then the text of pat */
+} rule_t;
+
+struct at_ignore {
+    rule_t *rules;
+    size_t n, cap;
+    size_t text; /* bytes of text read, against AT_IGNORE_MAX_TEXT */
+};
+
+/* [:name:] inside a class: whether c is in it, -1 for a name git does not know.
+ * ASCII only, as in git, whatever the locale. */
+static int posix_class(const char *name, size_t len, unsigned char c)
+{
+    static const struct {
+        const char *name;
+        int (*is)(int);
+    } names[] = {
+        {"alnum", isalnum}, {"alpha", isalpha}, {"blank", isblank}, {"cntrl", iscntrl},
+        {"digit", isdigit}, {"graph", isgraph}, {"lower", islower}, {"print", isprint},
+        {"punct", ispunct}, {"space", isspace}, {"upper", isupper}, {"xdigit", isxdigit},
+    };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strlen(names[i].name) == len && memcmp(names[i].name, name, len) == 0)
+            return c < 0x80 && names[i].is(c);
+    return -1;
+}
+
+/* The class "[...]" at p: sets *hit to whether c is in it and returns its
+ * length, or 0 when it is malformed (no ']', unknown [:name:]), which makes
+ * git's wildmatch give up on the whole pattern. As there: ']' first is a
+ * member, '!' or '^' first negates, '\' escapes, "a-z" is a range. */
+static size_t bracket(const char *p, const char *pe, unsigned char c, int *hit)
+{
+    const char *q = p + 1;
+    int neg = 0, in = 0;
+    unsigned prev = 256; /* the previous member, which may start a range; 256: none */
+
+    if (q < pe && (*q == '!' || *q == '^'))
+        neg = 1, q++;
+    for (int first = 1; q < pe && (first || *q != ']'); first = 0) {
+        unsigned ch = (unsigned char)*q++;
+        if (ch == '\\') {
+            if (q == pe)
+                return 0;
+            ch = (unsigned char)*q++;
+        } else if (ch == '-' && prev < 256 && q < pe && *q != ']') {
+            unsigned hi = (unsigned char)*q++;
+            if (hi == '\\') {
+                if (q == pe)
+                    return 0;
+                hi = (unsigned char)*q++;
+            }
+            in |= c >= prev && c <= hi;
+            prev = 256;
+            continue;
+        } else if (ch == '[' && q < pe && *q == ':') {
+            const char *close = memchr(q, ']', (size_t)(pe - q));
+            if (!close)
+                return 0;
+            if (close - q >= 2 && close[-1] == ':') {
+                int r = posix_class(q + 1, (size_t)(close - q - 2), c);
+                if (r < 0)
+                    return 0;
+                in |= r;
+                q = close + 1;
+                prev = 256;
+                continue;
+            }
+            /* not "[:name:]": the '[' is an ordinary member */
+        }
+        in |= c == ch;
+        prev = ch;
+    }
+    if (q == pe)
+        return 0;
+    *hit = in != neg;
+    return (size_t)(q + 1 - p);
+}
+
+/* One pattern segment against one path segment (neither holds a '/'). */
+static int glob(const char *p, size_t plen, const char *t, size_t tlen)
+{
+    const char *pe = p + plen, *te = t + tlen;
+    const char *star_p = NULL, *star_t = NULL; /* just after the last '*', and where it began */
+
+    while (t < te) {
+        size_t n = 1;
+        int hit;
+        if (p < pe && *p == '*') {
+            while (p < pe && *p == '*')
+                p++;
+            star_p = p, star_t = t;
+            continue;
+        }
+        if (p == pe) {
+            hit = 0;
+        } else if (*p == '?') {
+            hit = 1;
+        } else if (*p == '[') {
+            if ((n = bracket(p, pe, (unsigned char)*t, &hit)) == 0)
+                return 0;
+        } else if (*p == '\\') {
+            if (p + 1 == pe)
+                return 0; /* a lone trailing '\' matches nothing in git either */
+            n = 2, hit = p[1] == *t;
+        } else {
+            hit = *p == *t;
+        }
+        if (hit) {
+            p += n, t++;
+        } else if (star_p) {
+            p = star_p, t = ++star_t;
+        } else {
+            return 0;
+        }
+    }
+    while (p < pe && *p == '*')
+        p++;
+    return p == pe;
+}
+
+/* An anchored rule against path[0..len), segment by segment: the same
+ * backtracking as glob(), with "**" for '*' and a segment for a character. A
+ * trailing "**" needs at least one segment ("a/" + "**" is what is inside a,
+ * not a itself). */
+static int match_segs(const rule_t *r, const char *path, size_t len)
+{
+    size_t si = 0, t = 0;           /* pattern segment; start of the path segment */
+    size_t star_si = 0, star_t = 0; /* just after the last "**", and where it began */
+    int star = 0;
+
+    while (t <= len) {
+        const char *slash = memchr(path + t, '/', len - t);
+        size_t end = slash ? (size_t)(slash - path) : len;
+        if (si < r->nsegs && r->segs[si].starstar) {
+            if (si + 1 == r->nsegs)
+                return 1;
+            star = 1, star_si = ++si, star_t = t;
+            continue;
+        }
+        if (si < r->nsegs && glob(r->segs[si].pat, r->segs[si].len, path + t, end - t)) {
+            si++, t = end + 1;
+        } else if (star) {
+            slash = memchr(path + star_t, '/', len - star_t);
+            star_t = slash ? (size_t)(slash - path) + 1 : len + 1;
+            si = star_si, t = star_t;
+        } else {
+            return 0;
+        }
+    }
+    return si == r->nsegs;
+}
+
+/* The verdict of the last rule that matches path[0..len), whose last
+ * segment starts at base: 1 ignored, 0 not (or no rule matches). */
+static int excluded(const at_ignore_t *ig, const char *path, size_t len, size_t base, int is_dir)
+{
+    for (size_t i = ig->n; i-- > 0;) {
+        const rule_t *r = &ig->rules[i];
+        if ((r->flags & DIR_ONLY) && !is_dir)
+            continue;
+        int hit = (r->flags & ANCHORED) ? match_segs(r, path, len)
+                                        : glob(r->pat, r->len, path + base, len - base);
+        if (hit)
+            return !(r->flags & NEGATED);
+    }
+    return 0;
+}
+
+int at_ignore_match(const at_ignore_t *ig, const char *path, int is_dir)
+{
+    if (!ig || !path || !*path)
+        return 0; /* the root itself is never ignored */
+    size_t len = strlen(path), base = 0;
+    /* The directories above path first: git never looks inside an ignored
+     * one, so no later "!" rule can bring back what is in it. */
+    for (size_t i = 0; i < len; i++) {
+        if (path[i] != '/')
+            continue;
+        if (excluded(ig, path, i, base, 1))
+            return 1;
+        base = i + 1;
+    }
+    return excluded(ig, path, len, base, is_dir);
+}
+
+/* Trailing spaces go unless escaped ("a\ " keeps one); tabs stay, as in git. */
+static size_t trim_spaces(const char *s, size_t len)
+{
+    size_t keep = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] == '\\' && i + 1 < len)
+            keep = ++i + 1;
+        else if (s[i] != ' ')
+            keep = i + 1;
+    }
+    return keep;
+}
+
+/* The rule on one line (without its '\n'), read as git's dir.c does; 0 when
+ * the line holds none (blank, comment, or nothing left but '!' and '/'). */
+static int parse_line(const char *s, size_t len, rule_t *r)
+{
+    if (len > 0 && s[len - 1] == '\r')
+        len--;
+    if (len == 0 || s[0] == '#')
+        return 0;
+    len = trim_spaces(s, len);
+    r->flags = 0;
+    if (len > 0 && s[0] == '!')
+        r->flags |= NEGATED, s++, len--;
+    if (len > 0 && s[len - 1] == '/')
+        r->flags |= DIR_ONLY, len--;
+    if (memchr(s, '/', len))
+        r->flags |= ANCHORED;
+    if (len > 0 && s[0] == '/')
+        s++, len--;
+    r->pat = s, r->len = len;
+    return len > 0;
+}
+
+/* Copies r's pattern into memory of its own and splits it if anchored. */
+static at_err_t compile(rule_t *r)
+{
+    size_t nsegs = 0;
+    if (r->flags & ANCHORED) {
+        nsegs = 1;
+        for (size_t i = 0; i < r->len; i++)
+            nsegs += r->pat[i] == '/';
+    }
+    r->mem = malloc(nsegs * sizeof(seg_t) + r->len);
+    if (!r->mem)
+        return AT_ENOMEM;
+    r->segs = r->mem;
+    r->nsegs = nsegs;
+    char *pat = (char *)(r->segs + nsegs);
+    memcpy(pat, r->pat, r->len);
+    r->pat = pat;
+
+    const char *s = pat, *end = pat + r->len;
+    for (size_t i = 0; i < nsegs; i++) {
+        const char *slash = memchr(s, '/', (size_t)(end - s));
+        seg_t *g = &r->segs[i];
+        g->pat = s;
+        g->len = slash ? (size_t)(slash - s) : (size_t)(end - s);
+        size_t stars = 0;
+        while (stars < g->len && s[stars] == '*')
+            stars++;
+        g->starstar = g->len >= 2 && stars == g->len;
+        s += g->len + 1;
+    }
+    return AT_OK;
+}
+
+at_err_t at_ignore_add(at_ignore_t *ig, const char *text, size_t len)
+{
+    if (!ig)
+        return AT_EINVAL;
+    if (!text)
+        return AT_OK;
+    at_err_t err = AT_OK;
+    if (len > AT_IGNORE_MAX_TEXT - ig->text) {
+        /* Cut after the last whole line: a pattern cut short could ignore
+         * far more than the one written. */
+        len = AT_IGNORE_MAX_TEXT - ig->text;
+        while (len > 0 && text[len - 1] != '\n')
+            len--;
+        err = AT_ETOOBIG;
+    }
+    ig->text += len;
+    if (len >= 3 && memcmp(text, "\xef\xbb\xbf", 3) == 0)
+        text += 3, len -= 3;
+
+    const char *end = text + len;
+    while (text < end) {
+        const char *nl = memchr(text, '\n', (size_t)(end - text));
+        const char *eol = nl ? nl : end;
+        rule_t r;
+        if (parse_line(text, (size_t)(eol - text), &r)) {
+            if (ig->n == AT_IGNORE_MAX_RULES)
+                return AT_ETOOBIG;
+            if (ig->n == ig->cap) {
+                size_t cap = ig->cap ? ig->cap * 2 : 16;
+                rule_t *rules = realloc(ig->rules, cap * sizeof *rules);
+                if (!rules)
+                    return AT_ENOMEM;
+                ig->rules = rules, ig->cap = cap;
+            }
+            if (compile(&r) != AT_OK)
+                return AT_ENOMEM;
+            ig->rules[ig->n++] = r;
+        }
+        if (!nl)
+            break;
+        text = nl + 1;
+    }
+    return err;
+}
+
+at_ignore_t *at_ignore_new(const char *text, size_t len, int *truncated)
+{
+    at_ignore_t *ig = calloc(1, sizeof *ig);
+    if (!ig)
+        return NULL;
+    at_err_t err = at_ignore_add(ig, text, len);
+    if (err == AT_ENOMEM) {
+        at_ignore_free(ig);
+        return NULL;
+    }
+    if (truncated)
+        *truncated = err == AT_ETOOBIG;
+    return ig;
+}
+
+void at_ignore_free(at_ignore_t *ig)
+{
+    if (!ig)
+        return;
+    for (size_t i = 0; i < ig->n; i++)
+        free(ig->rules[i].mem);
+    free(ig->rules);
+    free(ig);
+}

@@ -1,0 +1,158 @@
+"""File sync both ways (issue 7) on the real stack: gateway, session-manager,
+sync-worker, real sandboxes. Saves through the API reach the volume;
+what the sandbox writes reaches the rows and file_changed events."""
+import json
+import os
+import time
+
+import pytest
+import websocket
+
+from harness import wait_for
+from sandboxes import shared_runtime
+
+
+@pytest.fixture(scope="module")
+def rt(services, tmp_path_factory):
+    if os.geteuid() != 0 or not os.access("/usr/bin/bwrap", os.X_OK):
+        pytest.skip("sandboxes need root and bubblewrap")
+    yield from shared_runtime(services, tmp_path_factory, {"ATELIER_MAX_FILES": "20000"})
+
+
+@pytest.fixture(scope="module")
+def box(rt):
+    return rt.new_box("sync")
+
+
+def files(box):
+    r = box.stack.get("/api/workspace/%s/files" % box.uuid, headers=box.h)
+    assert r.status_code == 200, r.text
+    return {f["path"]: f for f in r.json()}
+
+
+def content(box, path):
+    r = box.stack.get("/api/workspace/%s/files/%s" % (box.uuid, path), headers=box.h)
+    return r.json().get("content") if r.status_code == 200 else None
+
+
+def put(box, path, text, **kw):
+    r = box.stack.request("PUT", "/api/workspace/%s/files/%s" % (box.uuid, path),
+                          headers=box.h, json={"content": text}, **kw)
+    assert r.status_code in (200, 201), r.text
+    return r
+
+
+def version(box, path):
+    rows = box.stack.query("SELECT version FROM workspace_items WHERE workspace_id = %s "
+                           "AND path = %s", box.workspace_id, path)
+    return rows[0][0] if rows else None
+
+
+def on_disk(box, path):
+    try:
+        with open(os.path.join(box.volume, path)) as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def events(box):
+    """A WebSocket watching the box's session (file_changed events)."""
+    t = box.stack.post("/api/ws-ticket", headers=box.h).json()["ticket"]
+    ws = websocket.create_connection("ws://127.0.0.1:%d/ws?ticket=%s&sessionId=%s"
+                                     % (box.stack.port, t, box.uuid), timeout=10)
+    return ws
+
+
+def wait_event(ws, pred, timeout=10):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ws.settimeout(max(0.1, deadline - time.monotonic()))
+        try:
+            m = json.loads(ws.recv())
+        except websocket.WebSocketTimeoutException:
+            break
+        if m.get("type") == "file_changed" and pred(m):
+            return m
+    raise AssertionError("no such file_changed event")
+
+
+def test_save_reaches_the_sandbox(box):
+    put(box, "saved.py", "print('v1')\n")
+    wait_for(lambda: on_disk(box, "saved.py") == "print('v1')\n", timeout=10, what="v1 on disk")
+    assert box.sh("cat saved.py")["stdout"] == "print('v1')\n"
+    put(box, "deep/er/saved.txt", "x\n")
+    wait_for(lambda: on_disk(box, "deep/er/saved.txt") == "x\n", timeout=10, what="nested save")
+    # mode and owner: the sandbox's user can edit what was saved
+    assert box.sh("echo more >> deep/er/saved.txt && cat deep/er/saved.txt")["stdout"] == "x\nmore\n"
+
+
+def test_sandbox_write_reaches_the_api_and_an_event(box):
+    ws = events(box)
+    try:
+        box.sh("echo made-here > new.py")
+        m = wait_event(ws, lambda m: m["path"] == "new.py")
+        assert m["change"] in ("created", "updated") and m["sessionId"] == box.uuid
+        wait_for(lambda: content(box, "new.py") == "made-here\n", timeout=10, what="row")
+    finally:
+        ws.close()
+
+
+def test_mv_rm_and_mkdir(box):
+    box.sh("mkdir -p a/b/c && touch a/b/c/d && echo m > moved_src.txt")
+    wait_for(lambda: {"a/b/c/d", "moved_src.txt"} <= set(files(box)), timeout=10, what="made")
+    box.sh("mv moved_src.txt moved_dst.txt")
+    wait_for(lambda: "moved_dst.txt" in files(box) and "moved_src.txt" not in files(box),
+             timeout=10, what="mv")
+    box.sh("rm -r a")
+    wait_for(lambda: not any(p == "a" or p.startswith("a/") for p in files(box)), timeout=10,
+             what="rm -r")
+
+
+def test_a_save_makes_exactly_one_version(box):
+    put(box, "once.py", "a = 1\n")
+    wait_for(lambda: on_disk(box, "once.py") == "a = 1\n", timeout=10, what="on disk")
+    time.sleep(0.5)  # anything the write caused has come back by now
+    assert version(box, "once.py") == 1
+
+
+def test_ignored_symlinks_and_oversize(box):
+    big = 1024 * 1024 + 10
+    box.sh("mkdir -p node_modules/x __pycache__ && echo j > node_modules/x/y.js && "
+           "echo c > __pycache__/m.pyc && echo p > top.pyc && "
+           "ln -s /etc/passwd leak && head -c %d /dev/zero > big.bin && echo ok > marker.txt"
+           % big)
+    wait_for(lambda: "marker.txt" in files(box), timeout=10, what="marker")
+    time.sleep(0.3)
+    paths = set(files(box))
+    assert not {"node_modules/x/y.js", "__pycache__/m.pyc", "top.pyc", "leak", "big.bin"} & paths
+    # .atelierignore adds rules
+    box.sh("printf 'secret*\\n' > .atelierignore && echo s > secret.txt && echo k > kept.txt")
+    wait_for(lambda: "kept.txt" in files(box), timeout=10, what="kept")
+    time.sleep(0.3)
+    assert "secret.txt" not in files(box)
+
+
+def test_concurrent_edit_keeps_both(box):
+    put(box, "both.txt", "base\n")
+    wait_for(lambda: on_disk(box, "both.txt") == "base\n", timeout=10, what="base on disk")
+    # the sandbox and the editor change it at once: the sandbox arrives last
+    rows = box.stack.query("UPDATE workspace_items SET content = 'editor\n', "
+                           "sha256 = encode(sha256('editor\n'::bytea), 'hex'), "
+                           "version = version + 1 WHERE workspace_id = %s AND path = 'both.txt' "
+                           "RETURNING version", box.workspace_id)
+    assert rows
+    box.sh("echo sandbox > both.txt")
+    wait_for(lambda: content(box, "both.txt") == "sandbox\n", timeout=10, what="sandbox wins")
+    wait_for(lambda: any(p.startswith("both.txt.conflict-") for p in files(box)), timeout=10,
+             what="conflict copy")
+    cp = [p for p in files(box) if p.startswith("both.txt.conflict-")][0]
+    assert content(box, cp) == "editor\n"
+    wait_for(lambda: on_disk(box, cp) == "editor\n", timeout=10, what="conflict copy on disk")
+
+
+def test_many_files_all_arrive(box):
+    box.sh("mkdir -p many && cd many && for i in $(seq 1 2000); do echo $i > f$i.txt; done",
+           timeout_s=60)
+    wait_for(lambda: sum(1 for p in files(box) if p.startswith("many/")) == 2000, timeout=60,
+             what="2000 rows")
