@@ -20,7 +20,9 @@
 #include <errno.h>
 #include <grp.h>
 #include <locale.h>
+#include <fcntl.h>
 #include <stdio.h>
+#include <sys/file.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -83,6 +85,12 @@ int main(int argc, char **argv)
     /* pax names are UTF-8; write them as such (glibc's C.UTF-8 is built in,
      * so it works after chroot too) */
     setlocale(LC_CTYPE, "C.UTF-8");
+    /* the volume's lock, which every sync-worker takes before it touches a
+     * volume (push.c): no save is written under the load. Held (open,
+     * inherited by nothing) until this process exits. */
+    int lock = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (lock < 0 || flock(lock, LOCK_EX) != 0)
+        return fail("lock", strerror(errno));
     if (confine(root, uid, gid) != 0)
         return 1;
     umask(022);

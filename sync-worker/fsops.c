@@ -225,7 +225,8 @@ int fs_mkdirs(int root, const char *path, uid_t uid, gid_t gid)
         cur[i] = '\0';
         char parent[AT_PATH_MAX + 1];
         const char *name;
-        split(cur, parent, &name);
+        if (split(cur, parent, &name) != 0)
+            return -EINVAL;
         int dir = open_beneath(root, parent, O_PATH | O_DIRECTORY, 0);
         if (dir < 0)
             return dir;

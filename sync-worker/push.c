@@ -4,26 +4,31 @@
  * (gateway/files_common.h, PUSH_JOBS): {workspace_id, op: write | delete |
  * move, path, to?, type, version, sha256}.
  *
- * The job never carries content: it reads the row as it is now, so a late
- * job writes the newest version, never an older one over a newer. What the
- * row last agreed with on the volume (disk_sha256) decides what to do with
- * the file there:
+ * All of it runs on a pool thread, as one critical section under an
+ * exclusive flock of the volume's root (the lock the watcher's batches and
+ * atelier-extract take too): read the row as it is now, compare with the
+ * file, write, record what the volume now holds (disk_sha256). So a late
+ * job writes the newest version, never an older one over a newer, and no
+ * instance's write falls between another's read and write. The thread has
+ * its own blocking PostgreSQL connection for this (the loop's are async).
+ *
+ * What the row last agreed with on the volume (disk_sha256) decides:
  *
  *   file == row            nothing to write
  *   file == disk_sha256    or absent: the sandbox did not touch it; write
  *   anything else          the sandbox changed it meanwhile: leave it; the
- *                          watcher takes it in and ws_sync_file applies the
+ *                          watcher takes it in and ws_sync_one applies the
  *                          conflict rule (shared/sql/005_sync.sql)
  *
- * The file work runs on the pool under an exclusive flock of the volume's
- * root, which every sync-worker instance takes before touching a volume.
  * Result: {"outcome": written | same | gone | skipped | sandbox_changed |
- * removed | moved, ...}.
+ * removed | moved | no_workspace, "path"}.
  */
 #include "push.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <libpq-fe.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,89 +43,133 @@
 #include "watch.h"
 
 typedef struct push {
-    at_job_ctx_t *ctx;
+    at_job_ctx_t *ctx; /* NULL: push_local */
     char ws[AT_UUID_LEN + 1];
     char op[8];
     char path[AT_PATH_MAX + 1];
     char to[AT_PATH_MAX + 1];
     char deleted_sha[AT_SHA256_HEX + 1]; /* delete: the version deleted */
-    char dir[PATH_MAX];                  /* the volume */
-    /* the row now (write: at path; move: at to) */
-    int has_row, is_folder, has_disk_sha;
-    char sha[AT_SHA256_HEX + 1], disk_sha[AT_SHA256_HEX + 1];
-    unsigned char *bin; /* content_bin (PQunescapeBytea's), or */
-    char *text;         /* content (a copy) */
-    size_t len;
-    int mode;
+    const char *url;                     /* DATABASE_URL */
     /* the pool's answer */
     int rc;
     const char *outcome;
-    fs_file_t f;
+    char err[256];
 } push_t;
 
-static void push_free(push_t *p)
+/* ---- the pool thread's database connection ------------------------------------------ */
+
+static pthread_key_t conn_key;
+static pthread_once_t conn_once = PTHREAD_ONCE_INIT;
+
+static void conn_close(void *c)
 {
-    PQfreemem(p->bin);
-    free(p->text);
-    free(p);
+    PQfinish(c); /* when the pool's thread ends */
 }
 
-/* The end of a push: the job's, or (push_local) a log line. */
-static void end_ok(push_t *p, json_t *r)
+static void conn_key_make(void)
 {
-    if (p->ctx) {
-        at_job_done(p->ctx, r);
-    } else {
-        char *t = r ? json_dumps(r, JSON_COMPACT) : NULL;
-        at_info("event=push_local workspace=%s result=%s", p->ws, t ? t : "{}");
-        free(t);
-        json_decref(r);
+    pthread_key_create(&conn_key, conn_close);
+}
+
+static PGconn *thread_db(const char *url, char *err, size_t cap)
+{
+    pthread_once(&conn_once, conn_key_make);
+    PGconn *c = pthread_getspecific(conn_key);
+    if (c && PQstatus(c) == CONNECTION_OK)
+        return c;
+    if (c)
+        PQfinish(c);
+    c = PQconnectdb(url);
+    if (PQstatus(c) != CONNECTION_OK) {
+        snprintf(err, cap, "database: %s", PQerrorMessage(c));
+        PQfinish(c);
+        c = NULL;
     }
-    push_free(p);
+    pthread_setspecific(conn_key, c);
+    return c;
 }
 
-static void end_fail(push_t *p, int permanent, const char *what)
+/* One statement, blocking; NULL with p->err set on failure. */
+static PGresult *query(push_t *p, PGconn *db, const char *sql, int n, const char *const *prm)
 {
-    if (p->ctx)
-        at_job_fail(p->ctx, permanent, "push %s %s: %s", p->op, p->path, what);
-    else
-        at_warn("event=push_local_failed workspace=%s path=%s error=\"%s\"", p->ws, p->path, what);
-    push_free(p);
+    PGresult *r = PQexecParams(db, sql, n, NULL, prm, NULL, NULL, 0);
+    ExecStatusType st = PQresultStatus(r);
+    if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK)
+        return r;
+    snprintf(p->err, sizeof p->err, "database: %s", PQerrorMessage(db));
+    PQclear(r);
+    return NULL;
 }
 
-/* ---- on the pool -------------------------------------------------------------- */
+/* ---- on the pool: the critical section ------------------------------------------------ */
 
 /* Write the row's bytes unless the sandbox changed the file since it last
- * agreed with the row. */
-static void apply_write(push_t *p, int root, uid_t uid, gid_t gid)
+ * agreed with the row; record what the volume holds afterwards. */
+static void apply_write(push_t *p, PGconn *db, int root, uid_t uid, gid_t gid)
 {
-    if (!p->has_row) {
-        p->outcome = "gone"; /* deleted since: its delete job follows */
+    const char *prm[] = {p->ws, p->path, NULL, NULL};
+    PGresult *r = query(p, db,
+                        "SELECT type, content, content_bin, sha256, mode, disk_sha256 "
+                        "FROM workspace_items WHERE workspace_id = $1::uuid AND path = $2",
+                        2, prm);
+    if (!r) {
+        p->rc = -EAGAIN;
         return;
     }
-    if (p->is_folder) {
+    if (PQntuples(r) != 1) {
+        p->outcome = "gone"; /* deleted since: its delete job follows */
+        PQclear(r);
+        return;
+    }
+    if (!strcmp(PQgetvalue(r, 0, 0), "folder")) {
         p->rc = fs_mkdirs(root, p->path, uid, gid);
         p->outcome = "written";
+        PQclear(r);
         return;
     }
-    fs_file_t now;
+    const char *sha = PQgetvalue(r, 0, 3), *disk = PQgetvalue(r, 0, 5);
+    int has_disk = !PQgetisnull(r, 0, 5);
+    fs_file_t now, f = {0};
+    struct stat st;
     int rc = fs_hash(root, p->path, &now);
-    if (rc == 0 && !strcmp(now.sha256, p->sha)) {
-        p->f = now;
+    if (rc == -ELOOP && fs_lstat(root, p->path, &st) == 0 && S_ISLNK(st.st_mode))
+        rc = -ENOENT; /* a symlink the sandbox made (never synced): the save replaces it */
+    if (rc == 0 && !strcmp(now.sha256, sha)) {
+        f = now;
         p->outcome = "same";
-        return;
-    }
-    if (rc == 0 && (!p->has_disk_sha || strcmp(now.sha256, p->disk_sha) != 0)) {
+    } else if (rc == 0 && (!has_disk || strcmp(now.sha256, disk) != 0)) {
         p->outcome = "sandbox_changed";
-        return;
-    }
-    if (rc != 0 && rc != -ENOENT) {
+    } else if (rc != 0 && rc != -ENOENT) {
         p->rc = rc;
-        return;
+    } else {
+        size_t len = 0;
+        unsigned char *bin = NULL;
+        const void *data = PQgetvalue(r, 0, 1);
+        if (!PQgetisnull(r, 0, 1))
+            len = (size_t)PQgetlength(r, 0, 1);
+        else if (!PQgetisnull(r, 0, 2) &&
+                 !(data = bin = PQunescapeBytea((const unsigned char *)PQgetvalue(r, 0, 2), &len)))
+            p->rc = -ENOMEM;
+        if (!p->rc)
+            p->rc = fs_write_atomic(root, p->path, data, len,
+                                    (mode_t)(atoi(PQgetvalue(r, 0, 4)) & 07777), uid, gid, &f);
+        PQfreemem(bin);
+        p->outcome = "written";
     }
-    const void *data = p->bin ? (const void *)p->bin : (const void *)p->text;
-    p->rc = fs_write_atomic(root, p->path, data, p->len, (mode_t)p->mode, uid, gid, &p->f);
-    p->outcome = "written";
+    if (!p->rc && (!strcmp(p->outcome, "written") || !strcmp(p->outcome, "same"))) {
+        char mt[24];
+        snprintf(mt, sizeof mt, "%lld", (long long)f.mtime_ns);
+        const char *up[] = {p->ws, p->path, f.sha256, mt};
+        PGresult *u = query(p, db,
+                            "UPDATE workspace_items SET disk_sha256 = $3, disk_mtime_ns = $4 "
+                            "WHERE workspace_id = $1::uuid AND path = $2",
+                            4, up);
+        if (!u) /* the file is right; only its record lags: a rescan mends it */
+            at_warn("event=push_record_failed workspace=%s path=%s error=\"%s\"", p->ws, p->path,
+                    p->err);
+        PQclear(u);
+    }
+    PQclear(r);
 }
 
 static void apply_delete(push_t *p, int root)
@@ -142,7 +191,26 @@ static void apply_delete(push_t *p, int root)
 static void work(void *arg)
 {
     push_t *p = arg;
-    int root = sync_open_volume(p->dir);
+    PGconn *db = thread_db(p->url, p->err, sizeof p->err);
+    if (!db) {
+        p->rc = -EAGAIN;
+        return;
+    }
+    const char *prm[] = {p->ws};
+    PGresult *r = query(p, db, "SELECT ws_volume_name($1::uuid)", 1, prm);
+    char dir[PATH_MAX];
+    if (!r) {
+        p->rc = -EAGAIN;
+        return;
+    }
+    int found = PQntuples(r) == 1 && !PQgetisnull(r, 0, 0) &&
+                sync_volume_dir(PQgetvalue(r, 0, 0), dir, sizeof dir) == 0;
+    PQclear(r);
+    if (!found) {
+        p->outcome = "no_workspace";
+        return;
+    }
+    int root = sync_open_volume(dir);
     struct stat st;
     if (root < 0 || fstat(root, &st) != 0) {
         p->outcome = "skipped"; /* not running: the next load brings it */
@@ -150,14 +218,13 @@ static void work(void *arg)
             close(root);
         return;
     }
-    /* every instance takes it before touching the volume */
     while (flock(root, LOCK_EX) != 0 && errno == EINTR) {
     }
-    if (!strcmp(p->op, "write"))
-        apply_write(p, root, st.st_uid, st.st_gid);
-    else if (!strcmp(p->op, "delete"))
+    if (!strcmp(p->op, "write")) {
+        apply_write(p, db, root, st.st_uid, st.st_gid);
+    } else if (!strcmp(p->op, "delete")) {
         apply_delete(p, root);
-    else {
+    } else {
         p->rc = fs_rename(root, p->path, p->to, st.st_uid, st.st_gid);
         if (p->rc == -ENOENT)
             p->rc = 0; /* moved already, or never on the volume */
@@ -166,104 +233,41 @@ static void work(void *arg)
     close(root); /* and the lock with it */
 }
 
-/* ---- on the loop ---------------------------------------------------------------- */
-
-static void finish(push_t *p)
-{
-    json_t *r = json_pack("{s:s, s:s}", "outcome", p->outcome, "path", p->path);
-    if (!strcmp(p->outcome, "sandbox_changed"))
-        watch_dirty(p->ws, p->path); /* the watcher decides, by the rule */
-    end_ok(p, r);
-}
-
-static void recorded(PGresult *res, const char *err, void *arg)
-{
-    push_t *p = arg;
-    if (err)
-        at_warn("event=push_record_failed workspace=%s path=%s error=\"%s\"", p->ws, p->path, err);
-    (void)res;
-    finish(p);
-}
+/* ---- on the loop ------------------------------------------------------------------------- */
 
 static void done(void *arg, int ran)
 {
     push_t *p = arg;
-    if (!ran) {
-        end_fail(p, 0, "worker stopping");
-        return;
-    }
-    if (p->rc != 0) {
-        int symlink = p->rc == -ELOOP || p->rc == -EXDEV;
-        end_fail(p, symlink, symlink ? "a symlink is in the way (not followed)" : strerror(-p->rc));
-        return;
-    }
-    if (!strcmp(p->op, "write") && !p->is_folder &&
-        (!strcmp(p->outcome, "written") || !strcmp(p->outcome, "same"))) {
-        /* the volume now holds this sha: only if the row still does */
-        char mt[24];
-        snprintf(mt, sizeof mt, "%lld", (long long)p->f.mtime_ns);
-        const char *prm[] = {p->ws, p->path, p->sha, mt};
-        watch_expect(p->ws, p->path, p->sha);
-        if (at_db_query(at_worker_db(sync_g.w),
-                        "UPDATE workspace_items SET disk_sha256 = $3, disk_mtime_ns = $4 "
-                        "WHERE workspace_id = $1::uuid AND path = $2 AND sha256 = $3",
-                        4, prm, recorded, p) == AT_OK)
-            return;
-    }
-    finish(p);
+    const char *why = !ran               ? "worker stopping"
+                      : p->rc == -EAGAIN ? p->err
+                      : p->rc == -ELOOP || p->rc == -EXDEV
+                          ? "a symlink is in the way (not followed)"
+                      : p->rc ? strerror(-p->rc)
+                              : NULL;
+    int permanent = ran && (p->rc == -ELOOP || p->rc == -EXDEV);
+    if (why && p->ctx)
+        at_job_fail(p->ctx, permanent, "push %s %s: %s", p->op, p->path, why);
+    else if (why)
+        at_warn("event=push_local_failed workspace=%s path=%s error=\"%s\"", p->ws, p->path, why);
+    if (!why && !strcmp(p->outcome, "sandbox_changed"))
+        watch_dirty(p->ws, p->path); /* the watcher decides, by the rule */
+    if (!why && p->ctx)
+        at_job_done(p->ctx, json_pack("{s:s, s:s}", "outcome", p->outcome, "path", p->path));
+    else if (!why)
+        at_info("event=push_local workspace=%s path=%s outcome=%s", p->ws, p->path, p->outcome);
+    free(p);
 }
 
-static void row_read(PGresult *res, const char *err, void *arg)
-{
-    push_t *p = arg;
-    if (err) {
-        end_fail(p, 0, err);
-        return;
-    }
-    if (PQntuples(res) != 1 || PQgetisnull(res, 0, 0) ||
-        sync_volume_dir(PQgetvalue(res, 0, 0), p->dir, sizeof p->dir) != 0) {
-        end_ok(p, json_pack("{s:s}", "outcome", "no_workspace"));
-        return;
-    }
-    p->has_row = !PQgetisnull(res, 0, 1);
-    if (p->has_row) {
-        p->is_folder = !strcmp(PQgetvalue(res, 0, 1), "folder");
-        if (!PQgetisnull(res, 0, 2)) {
-            p->len = (size_t)PQgetlength(res, 0, 2);
-            p->text = malloc(p->len + 1);
-            if (p->text)
-                memcpy(p->text, PQgetvalue(res, 0, 2), p->len);
-        } else if (!PQgetisnull(res, 0, 3)) {
-            p->bin = PQunescapeBytea((const unsigned char *)PQgetvalue(res, 0, 3), &p->len);
-        }
-        if ((!PQgetisnull(res, 0, 2) && !p->text) || (!PQgetisnull(res, 0, 3) && !p->bin)) {
-            end_fail(p, 0, "out of memory");
-            return;
-        }
-        at_strlcpy(p->sha, PQgetvalue(res, 0, 4), sizeof p->sha);
-        p->mode = atoi(PQgetvalue(res, 0, 5)) & 07777;
-        p->has_disk_sha = !PQgetisnull(res, 0, 6);
-        at_strlcpy(p->disk_sha, PQgetvalue(res, 0, 6), sizeof p->disk_sha);
-    }
-    if (at_pool_submit(sync_g.pool, work, done, p) != AT_OK) {
-        if (p->ctx)
-            at_job_defer(p->ctx, 200); /* the pool is full: later, on any instance */
-        else
-            watch_dirty(p->ws, p->path); /* looked at again, and written back then */
-        push_free(p);
-    }
-}
-
-/* Read the row (write: at path; move: at to), then the pool. */
 static void start(push_t *p)
 {
-    const char *prm[] = {p->ws, !strcmp(p->op, "move") ? p->to : p->path};
-    if (at_db_query(at_worker_db(sync_g.w),
-                    "SELECT ws_volume_name($1::uuid), i.type, i.content, i.content_bin, i.sha256, "
-                    "i.mode, i.disk_sha256 FROM (SELECT 1) o LEFT JOIN workspace_items i ON "
-                    "i.workspace_id = $1::uuid AND i.path = $2",
-                    2, prm, row_read, p) != AT_OK)
-        end_fail(p, 0, "database busy");
+    p->url = at_worker_config(sync_g.w)->database_url;
+    if (at_pool_submit(sync_g.pool, work, done, p) == AT_OK)
+        return;
+    if (p->ctx)
+        at_job_defer(p->ctx, 200); /* the pool is full: later, on any instance */
+    else
+        watch_dirty(p->ws, p->path); /* looked at again, and written back then */
+    free(p);
 }
 
 void handle_push(at_job_ctx_t *ctx)

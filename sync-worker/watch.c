@@ -3,9 +3,12 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/inotify.h>
 #include <unistd.h>
 
@@ -19,7 +22,6 @@
 
 #define WD_BUCKETS 4096
 #define DIRTY_BUCKETS 1024
-#define EXPECT_SLOTS 64
 #define DEBOUNCE_MAX_MS 50 /* a steady stream of events is taken in at least this often */
 #define IGNORE_FILE ".atelierignore"
 #define IGNORE_FILE_MAX 65536
@@ -48,11 +50,6 @@ typedef struct vol {
     int stopped;    /* watch_stop while busy: freed when the work comes back */
     int64_t first_dirty_ms;
     at_io_timer_t *timer;
-    struct {
-        char path[AT_PATH_MAX + 1];
-        char sha[AT_SHA256_HEX + 1];
-    } expect[EXPECT_SLOTS];
-    int expect_next;
 } vol_t;
 
 typedef struct wd_entry {
@@ -195,14 +192,6 @@ static void clear_dirty(vol_t *v)
     v->ndirty = 0;
 }
 
-static int expected(vol_t *v, const char *path, const char *sha)
-{
-    for (int i = 0; i < EXPECT_SLOTS; i++)
-        if (!strcmp(v->expect[i].path, path) && !strcmp(v->expect[i].sha, sha))
-            return 1;
-    return 0;
-}
-
 /* ---- a batch: paths looked at on the pool, then taken in ----------------------- */
 
 typedef enum { IT_GONE, IT_FILE, IT_FOLDER, IT_SKIP } item_kind_t;
@@ -224,13 +213,17 @@ typedef struct batch {
     vol_t *v;
     item_t *items;
     int n;
-    int pending; /* statements in flight */
+    int phase;      /* statements: 0 folders, 1 files, 2 deletes, 3 done */
+    int lock_fd;    /* the volume's root, flock'ed from the look to the end (-1: none) */
+    int sent, scan; /* items up to sent are in statements; scan: where the last began */
     size_t max_size;
     int max_items;
 } batch_t;
 
 static void batch_free(batch_t *b)
 {
+    if (b->lock_fd >= 0)
+        close(b->lock_fd); /* and the volume's lock with it */
     for (int i = 0; i < b->n; i++) {
         item_t *it = &b->items[i];
         free(it->path);
@@ -298,6 +291,11 @@ static void look(void *arg)
     /* the mounted volume, held by its fd: an unmount now does not make its
      * files look deleted (the empty folder under it is never looked at) */
     int root = sync_open_volume(v->dir);
+    /* the volume's lock (push.c) until the batch's statements are through:
+     * no push writes between what is read here and what the rows become */
+    while (root >= 0 && flock(root, LOCK_EX) != 0 && errno == EINTR) {
+    }
+    b->lock_fd = root;
     for (int i = 0; root < 0 && i < b->n; i++) {
         b->items[i].kind = IT_SKIP;
         b->items[i].note = "volume not mounted";
@@ -318,7 +316,7 @@ static void look(void *arg)
             it->note = "cannot stat";
         } else if (!*it->path || S_ISDIR(st.st_mode)) {
             it->kind = IT_FOLDER;
-            char full[PATH_MAX];
+            char full[PATH_MAX + AT_PATH_MAX + 2];
             snprintf(full, sizeof full, "%s%s%s", v->dir, *it->path ? "/" : "", it->path);
             it->wd = inotify_add_watch(W.fd, full, WATCH_MASK);
             list_children(v, root, it); /* after the watch: nothing falls between */
@@ -332,16 +330,18 @@ static void look(void *arg)
                 it->kind = IT_SKIP;
                 it->note = "ignored";
             } else if ((rc = fs_read(root, it->path, b->max_size, &it->data, &it->f)) != 0) {
-                it->kind = rc == -ENOENT ? IT_GONE : IT_SKIP;
+                /* one grown past the limit leaves sync: its row goes (unless
+                 * saved since, by the rule) */
+                it->kind = rc == -ENOENT || rc == -EFBIG ? IT_GONE : IT_SKIP;
                 it->note = rc == -EFBIG ? "larger than MAX_FILE_SIZE" : "unreadable";
             }
         } else {
-            it->kind = IT_SKIP; /* symlinks, fifos, sockets, devices */
+            /* symlinks, fifos, sockets, devices are not synced: a row of a
+             * file that became one goes */
+            it->kind = IT_GONE;
             it->note = S_ISLNK(st.st_mode) ? "symlink" : "not a regular file";
         }
     }
-    if (root >= 0)
-        close(root);
 }
 
 static void batch_end(batch_t *b);
@@ -358,140 +358,200 @@ static void publish_change(vol_t *v, const char *path, const char *change, json_
     json_decref(extra);
 }
 
-typedef struct stmt {
-    batch_t *b;
-    item_t *it;
-} stmt_t;
+/* The batch's statements, one at a time (folders, then files, then what
+ * went): a folder made in one and a file's parent made in another would
+ * otherwise race for the same row. Each takes at most STMT_ITEMS items and
+ * STMT_BYTES of content. */
+#define STMT_ITEMS 256
+#define STMT_BYTES (8 << 20)
 
-static void stmt_done(batch_t *b)
+static void next_stmt(batch_t *b);
+
+static void stmt_failed(batch_t *b, const char *what, const char *err)
 {
-    if (--b->pending == 0)
-        batch_end(b);
+    at_warn("event=sync_%s_failed workspace=%s error=\"%s\"", what, b->v->ws, err);
+    b->v->rescan_due = 1; /* nothing is lost: everything is compared again */
 }
 
-static void file_synced(PGresult *res, const char *err, void *arg)
+static void folders_synced(PGresult *res, const char *err, void *arg)
 {
-    stmt_t *s = arg;
-    vol_t *v = s->b->v;
-    if (err) {
-        at_warn("event=sync_file_failed workspace=%s path=%s error=\"%s\"", v->ws, s->it->path,
-                err);
-        publish_change(v, s->it->path, "error", json_pack("{s:s}", "message", err));
-    } else if (PQntuples(res) == 1) {
-        const char *result = PQgetvalue(res, 0, 0);
-        if (strcmp(result, "same") != 0) {
-            json_t *x = json_pack("{s:I, s:s, s:I}", "version",
-                                  (json_int_t)strtoll(PQgetvalue(res, 0, 1), NULL, 10), "sha256",
-                                  s->it->f.sha256, "size", (json_int_t)s->it->f.size);
-            if (!PQgetisnull(res, 0, 2)) {
-                const char *cpath = PQgetvalue(res, 0, 2);
-                json_object_set_new(x, "conflictPath", json_string(cpath));
-                push_local(v->ws, cpath); /* the row's bytes, kept, onto the volume */
-                at_info("event=sync_conflict workspace=%s path=%s kept=%s", v->ws, s->it->path,
-                        cpath);
-            }
-            publish_change(v, s->it->path, !strcmp(result, "created") ? "created" : result, x);
-        }
-    }
-    batch_t *b = s->b;
-    free(s);
-    stmt_done(b);
-}
-
-static void folder_synced(PGresult *res, const char *err, void *arg)
-{
-    stmt_t *s = arg;
-    vol_t *v = s->b->v;
-    batch_t *b = s->b;
+    batch_t *b = arg;
     if (err)
-        at_warn("event=sync_folder_failed workspace=%s path=%s error=\"%s\"", v->ws, s->it->path,
-                err);
-    else if (PQntuples(res) == 1 && !strcmp(PQgetvalue(res, 0, 0), "created"))
-        publish_change(v, s->it->path, "created", json_pack("{s:s}", "kind", "folder"));
-    free(s);
-    stmt_done(b);
-}
-
-static void deleted(PGresult *res, const char *err, void *arg)
-{
-    stmt_t *s = arg;
-    vol_t *v = s->b->v;
-    batch_t *b = s->b;
-    if (err) {
-        at_warn("event=sync_delete_failed workspace=%s path=%s error=\"%s\"", v->ws, s->it->path,
-                err);
-    } else {
-        int kept = PQntuples(res);
-        for (int r = 0; r < kept; r++)
-            push_local(v->ws, PQgetvalue(res, r, 0)); /* saved since: written back */
-        publish_change(v, s->it->path, "deleted", kept ? json_pack("{s:i}", "kept", kept) : NULL);
+        stmt_failed(b, "folders", err);
+    for (int r = 0; !err && r < PQntuples(res); r++) {
+        const char *result = PQgetvalue(res, r, 1);
+        if (!strcmp(result, "created"))
+            publish_change(b->v, PQgetvalue(res, r, 0), "created",
+                           json_pack("{s:s}", "kind", "folder"));
+        else if (strcmp(result, "same") != 0)
+            at_warn("event=sync_folder_refused workspace=%s path=%s result=%s", b->v->ws,
+                    PQgetvalue(res, r, 0), result);
     }
-    free(s);
-    stmt_done(b);
+    next_stmt(b);
 }
 
-static void take_in(batch_t *b, item_t *it)
+/* A table that grows fast from small (a new deployment, a burst into a new
+ * workspace) keeps the planner's row counts of when it was small until
+ * autovacuum comes by (a minute): its look-ups turn into scans and a burst
+ * of 10,000 new files becomes quadratic (measured: batch times grew from
+ * 90 to 880 ms, then fell to 30 ms at the next ANALYZE). So after many
+ * inserts, the worker asks for one itself, at most every ANALYZE_EVERY_MS. */
+#define ANALYZE_AFTER_ROWS 1000
+#define ANALYZE_EVERY_MS 5000
+
+static void count_created(int created)
 {
+    static int since;
+    static int64_t last_ms;
+    since += created;
+    int64_t now = at_mono_us() / 1000;
+    if (since < ANALYZE_AFTER_ROWS || now - last_ms < ANALYZE_EVERY_MS)
+        return;
+    since = 0;
+    last_ms = now;
+    at_db_query(at_worker_db(sync_g.w), "ANALYZE workspace_items", 0, NULL, NULL, NULL);
+}
+
+static void files_synced(PGresult *res, const char *err, void *arg)
+{
+    batch_t *b = arg;
     vol_t *v = b->v;
-    char maxi[16];
-    snprintf(maxi, sizeof maxi, "%d", b->max_items);
-    stmt_t *s = malloc(sizeof *s);
-    if (!s) {
-        v->rescan_due = 1;
-        return;
-    }
-    s->b = b;
-    s->it = it;
-    at_db_t *db = at_worker_db(sync_g.w);
-    at_err_t e = AT_OK;
-    if (it->kind == IT_FILE) {
-        char size[24], mode[16], mt[24];
-        snprintf(size, sizeof size, "%lld", (long long)it->f.size);
-        snprintf(mode, sizeof mode, "%d", (int)(it->f.mode & 0777));
-        snprintf(mt, sizeof mt, "%lld", (long long)it->f.mtime_ns);
-        size_t len = (size_t)it->f.size;
-        int text = at_utf8_valid(it->data ? it->data : "", len) &&
-                   (!it->data || !memchr(it->data, '\0', len));
-        const char *prm[] = {v->ws, it->path,     text ? (it->data ? it->data : "") : NULL,
-                             NULL,  it->f.sha256, size,
-                             mode,  mt,           maxi};
-        int lens[9] = {0}, fmts[9] = {0};
-        if (!text) {
-            prm[3] = it->data ? it->data : "";
-            lens[3] = (int)len;
-            fmts[3] = 1;
-        } else {
-            lens[2] = (int)len;
+    int created = 0;
+    if (err)
+        stmt_failed(b, "files", err);
+    for (int r = 0; !err && r < PQntuples(res); r++) {
+        const char *path = PQgetvalue(res, r, 0), *result = PQgetvalue(res, r, 1);
+        item_t *it = NULL;
+        for (int i = b->scan; i < b->sent && !it; i++)
+            if (b->items[i].kind == IT_FILE && !strcmp(b->items[i].path, path))
+                it = &b->items[i];
+        created += !strcmp(result, "created");
+        if (!strcmp(result, "same") || !it)
+            continue;
+        if (!strcmp(result, "error")) {
+            at_warn("event=sync_file_refused workspace=%s path=%s error=\"%s\"", v->ws, path,
+                    PQgetvalue(res, r, 4));
+            publish_change(v, path, "error", json_pack("{s:s}", "message", PQgetvalue(res, r, 4)));
+            continue;
         }
-        e = at_db_query_bin(db,
-                            "SELECT * FROM ws_sync_file($1::uuid, $2, $3, $4::bytea, $5, "
-                            "$6::bigint, $7::int, $8::bigint, $9::int)",
-                            9, prm, lens, fmts, file_synced, s);
-    } else if (it->kind == IT_FOLDER) {
-        if (!*it->path) {
-            free(s);
-            return;
+        json_t *x = json_pack("{s:I, s:s, s:I}", "version",
+                              (json_int_t)strtoll(PQgetvalue(res, r, 2), NULL, 10), "sha256",
+                              it->f.sha256, "size", (json_int_t)it->f.size);
+        if (!PQgetisnull(res, r, 3)) {
+            const char *cpath = PQgetvalue(res, r, 3);
+            json_object_set_new(x, "conflictPath", json_string(cpath));
+            push_local(v->ws, cpath); /* the row's bytes, kept, onto the volume */
+            at_info("event=sync_conflict workspace=%s path=%s kept=%s", v->ws, path, cpath);
         }
-        const char *prm[] = {v->ws, it->path, maxi};
-        e = at_db_query(db, "SELECT ws_sync_folder($1::uuid, $2, $3::int)", 3, prm, folder_synced,
-                        s);
-    } else {
-        const char *prm[] = {v->ws, it->path};
-        e = at_db_query(db, "SELECT ws_sync_delete($1::uuid, $2)", 2, prm, deleted, s);
+        publish_change(v, path, result, x);
     }
-    if (e != AT_OK) {
-        free(s);
-        v->rescan_due = 1; /* the database is busy: look at everything again later */
-        return;
-    }
-    b->pending++;
+    count_created(created);
+    next_stmt(b);
 }
+
+static void deletes_synced(PGresult *res, const char *err, void *arg)
+{
+    batch_t *b = arg;
+    if (err)
+        stmt_failed(b, "deletes", err);
+    for (int r = 0; !err && r < PQntuples(res); r++) {
+        const char *path = PQgetvalue(res, r, 0);
+        if (PQgetvalue(res, r, 1)[0] == 't')
+            push_local(b->v->ws, path); /* saved since it last agreed: written back */
+        else
+            publish_change(b->v, path, "deleted", NULL);
+    }
+    next_stmt(b);
+}
+
+/* What a file item adds to a ws_sync_files batch. */
+static json_t *file_json(const item_t *it)
+{
+    size_t len = (size_t)it->f.size;
+    const char *d = it->data ? it->data : "";
+    json_t *j = json_pack("{s:s, s:s, s:I, s:i, s:I}", "path", it->path, "sha", it->f.sha256,
+                          "size", (json_int_t)it->f.size, "mode", (int)(it->f.mode & 0777), "mtime",
+                          (json_int_t)it->f.mtime_ns);
+    if (!j)
+        return NULL;
+    if (at_utf8_valid(d, len) && !memchr(d, '\0', len)) {
+        json_object_set_new(j, "content", json_stringn(d, len));
+    } else {
+        size_t cap = 4 * ((len + 2) / 3) + 1;
+        char *b64 = malloc(cap);
+        if (!b64) {
+            json_decref(j);
+            return NULL;
+        }
+        EVP_EncodeBlock((unsigned char *)b64, (const unsigned char *)d, (int)len);
+        json_object_set_new(j, "b64", json_string(b64));
+        free(b64);
+    }
+    return j;
+}
+
+static int wants(const batch_t *b, const item_t *it)
+{
+    if (b->phase == 0)
+        return it->kind == IT_FOLDER && *it->path;
+    if (b->phase == 1)
+        return it->kind == IT_FILE;
+    return it->kind == IT_GONE && *it->path;
+}
+
+/* Send the next statement of the batch, or end it. */
+static void next_stmt(batch_t *b)
+{
+    static const char *const sql[] = {
+        "SELECT * FROM ws_sync_folders($1::uuid, $2::json, $3::int)",
+        "SELECT * FROM ws_sync_files($1::uuid, $2::json, $3::int)",
+        "SELECT * FROM ws_sync_deletes($1::uuid, $2::json)",
+    };
+    static at_db_cb *const cb[] = {folders_synced, files_synced, deletes_synced};
+    while (b->phase < 3) {
+        if (b->sent >= b->n) { /* this phase is through: the next from the start */
+            b->phase++;
+            b->sent = b->scan = 0;
+            continue;
+        }
+        json_t *arr = json_array();
+        size_t bytes = 0;
+        b->scan = b->sent;
+        while (arr && b->sent < b->n && json_array_size(arr) < STMT_ITEMS && bytes < STMT_BYTES) {
+            item_t *it = &b->items[b->sent++];
+            if (!wants(b, it))
+                continue;
+            json_t *j = b->phase == 1 ? file_json(it) : json_string(it->path);
+            if (!j || json_array_append_new(arr, j) != 0)
+                b->v->rescan_due = 1;
+            bytes += b->phase == 1 ? (size_t)it->f.size : 0;
+        }
+        if (!arr || json_array_size(arr) == 0) {
+            json_decref(arr);
+            continue;
+        }
+        char *text = json_dumps(arr, JSON_COMPACT);
+        json_decref(arr);
+        char maxi[16];
+        snprintf(maxi, sizeof maxi, "%d", b->max_items);
+        const char *prm[] = {b->v->ws, text, maxi};
+        at_err_t e = text ? at_db_query(at_worker_db(sync_g.w), sql[b->phase],
+                                        b->phase == 2 ? 2 : 3, prm, cb[b->phase], b)
+                          : AT_ENOMEM;
+        free(text);
+        if (e == AT_OK)
+            return;
+        stmt_failed(b, "batch", at_strerror(e));
+    }
+    batch_end(b);
+}
+
+static void stash_replay(void);
 
 static void looked(void *arg, int ran)
 {
     batch_t *b = arg;
     vol_t *v = b->v;
-    b->pending = 1; /* held until every statement below is sent */
     for (int i = 0; ran && !v->stopped && i < b->n; i++) {
         item_t *it = &b->items[i];
         if (it->kind == IT_FOLDER) {
@@ -502,19 +562,15 @@ static void looked(void *arg, int ran)
         }
         if (it->kind == IT_GONE && *it->path)
             wd_drop_tree(v, it->path);
-        if (it->kind == IT_SKIP) {
-            if (strcmp(it->note, "ignored") != 0)
-                at_debug("event=sync_skipped workspace=%s path=%s why=\"%s\"", v->ws, it->path,
-                         it->note);
-            continue;
-        }
-        if (it->kind == IT_FILE && expected(v, it->path, it->f.sha256))
-            continue; /* a push wrote exactly this */
-        if (it->kind == IT_GONE && !*it->path)
-            continue;
-        take_in(b, it);
+        if (it->kind == IT_SKIP && strcmp(it->note, "ignored") != 0)
+            at_debug("event=sync_skipped workspace=%s path=%s why=\"%s\"", v->ws, it->path,
+                     it->note);
     }
-    stmt_done(b);
+    if (!ran || v->stopped)
+        b->phase = 3;
+    else
+        stash_replay(); /* events of the folders just registered */
+    next_stmt(b);
 }
 
 static void batch_end(batch_t *b)
@@ -614,6 +670,7 @@ static void run(void *arg)
         return;
     }
     b->v = v;
+    b->lock_fd = -1;
     b->max_size = (size_t)at_worker_config(sync_g.w)->max_file_size;
     b->max_items = (int)at_worker_config(sync_g.w)->max_files_per_workspace;
     int reload = 0;
@@ -669,6 +726,70 @@ static void overflowed(void)
     }
 }
 
+/* Events of a watch not registered yet: a new folder's watch is added on
+ * the pool (then the folder is listed) and registered on the loop when the
+ * look comes back; what happens in it in between is kept here and replayed
+ * then. Entries nobody claims within STASH_KEEP_MS were of folders no
+ * longer watched. Overflowing it is an overflow: everything is rescanned. */
+#define STASH_MAX 16384
+#define STASH_KEEP_MS 5000
+
+typedef struct stashed {
+    int wd;
+    uint32_t mask;
+    int64_t at_ms;
+    char name[NAME_MAX + 1];
+} stashed_t;
+
+static struct {
+    stashed_t *e;
+    int n;
+} stash;
+
+static void on_event(const struct inotify_event *ev);
+
+static void stash_add(const struct inotify_event *ev)
+{
+    if (!stash.e && !(stash.e = calloc(STASH_MAX, sizeof *stash.e))) {
+        overflowed();
+        return;
+    }
+    if (stash.n == STASH_MAX || ev->len > NAME_MAX + 1) {
+        stash.n = 0;
+        overflowed();
+        return;
+    }
+    stashed_t *x = &stash.e[stash.n++];
+    x->wd = ev->wd;
+    x->mask = ev->mask;
+    x->at_ms = at_mono_us() / 1000;
+    at_strlcpy(x->name, ev->len ? ev->name : "", sizeof x->name);
+}
+
+/* After watches were registered: their events, in the order they came. */
+static void stash_replay(void)
+{
+    int64_t now = at_mono_us() / 1000;
+    int keep = 0;
+    char buf[sizeof(struct inotify_event) + NAME_MAX + 1]
+        __attribute__((aligned(__alignof__(struct inotify_event))));
+    struct inotify_event *ev = (struct inotify_event *)buf;
+    for (int i = 0; i < stash.n; i++) {
+        stashed_t *x = &stash.e[i];
+        if (wd_find(x->wd)) {
+            ev->wd = x->wd;
+            ev->mask = x->mask;
+            ev->cookie = 0;
+            ev->len = (uint32_t)strlen(x->name) + 1;
+            memcpy(ev->name, x->name, ev->len);
+            on_event(ev);
+        } else if (now - x->at_ms < STASH_KEEP_MS) {
+            stash.e[keep++] = *x;
+        }
+    }
+    stash.n = keep;
+}
+
 static void on_event(const struct inotify_event *ev)
 {
     if (ev->mask & IN_Q_OVERFLOW) {
@@ -676,8 +797,11 @@ static void on_event(const struct inotify_event *ev)
         return;
     }
     wd_entry_t *e = wd_find(ev->wd);
-    if (!e)
-        return; /* a folder no longer watched (its events were taken in by path) */
+    if (!e) {
+        if (!(ev->mask & IN_IGNORED))
+            stash_add(ev); /* a watch on its way to the table, or one gone */
+        return;
+    }
     vol_t *v = e->vol;
     if (ev->mask & IN_IGNORED) {
         wd_forget(ev->wd); /* the folder is gone (or unmounted) */
@@ -751,6 +875,9 @@ void watch_shutdown(void)
     }
     at_io_watch_free(W.io);
     W.io = NULL;
+    free(stash.e);
+    stash.e = NULL;
+    stash.n = 0;
     if (W.fd >= 0)
         close(W.fd);
     W.fd = -1;
@@ -819,14 +946,4 @@ void watch_dirty(const char *ws, const char *path)
         mark(v, path);
         schedule(v);
     }
-}
-
-void watch_expect(const char *ws, const char *path, const char *sha)
-{
-    vol_t *v = vol_find(ws);
-    if (!v)
-        return;
-    at_strlcpy(v->expect[v->expect_next].path, path, sizeof v->expect[0].path);
-    at_strlcpy(v->expect[v->expect_next].sha, sha, sizeof v->expect[0].sha);
-    v->expect_next = (v->expect_next + 1) % EXPECT_SLOTS;
 }

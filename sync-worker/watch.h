@@ -34,7 +34,5 @@ void watch_each(void (*fn)(const char *ws, void *arg), void *arg);
 
 /* Look at path soon (a push found the sandbox had changed it). */
 void watch_dirty(const char *ws, const char *path);
-/* A push wrote sha at path: the event it causes needs no look-up. */
-void watch_expect(const char *ws, const char *path, const char *sha);
 
 #endif

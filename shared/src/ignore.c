@@ -3,16 +3,21 @@
  * (checked against git 2.39 `check-ignore`, see tests/unit/test_ignore.c).
  *
  * A rule without a '/' (once a trailing one is taken off) is matched against
- * the last segment of the path. Any other rule is anchored: it is split into
- * segments at load and matched against the whole path segment by segment, a
- * "**" segment standing for any number of path segments. Both levels use the
- * usual iterative backtracking for stars (on a mismatch only the last star
- * takes one more character or segment), so a match costs at most pattern
- * length x path length steps and never recurses.
+ * one path segment at a time by glob(), with the usual iterative
+ * backtracking for '*'. Any other rule is anchored: split into segments at
+ * load, it runs as a small automaton over the path's segments, a "**"
+ * segment looping on any number of them. All rules advance together, one
+ * path segment at a time, so checking every directory above a path (as git
+ * does) costs no more than checking the path itself: at most about pattern
+ * text x path length steps, with no recursion and no allocation.
+ *
+ * Where git's code strays from man gitignore (a literal prefix before "**",
+ * an escaped '/', a '/' inside [...]) this follows the manual; see the test.
  */
 #include "atelier/ignore.h"
 
 #include <ctype.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -36,14 +41,21 @@ typedef struct {
     size_t len;
     seg_t *segs; /* anchored rules: pat split at each '/' */
     size_t nsegs;
-    void *mem; /* one block: segs, then the text of pat */
+    size_t state; /* anchored rules: its states 0..nsegs start at this bit */
+    void *mem;    /* one block: segs, then the text of pat */
 } rule_t;
 
 struct at_ignore {
     rule_t *rules;
     size_t n, cap;
-    size_t text; /* bytes of text read, against AT_IGNORE_MAX_TEXT */
+    size_t text;    /* bytes of text read, against AT_IGNORE_MAX_TEXT */
+    size_t nstates; /* automaton states of all anchored rules */
 };
+
+/* An anchored rule has nsegs + 1 <= pattern length + 2 states, so the text
+ * limit bounds them all: the sets fit on the stack of at_ignore_match. */
+#define MAX_STATES (AT_IGNORE_MAX_TEXT + 2 * AT_IGNORE_MAX_RULES)
+#define STATE_WORDS ((MAX_STATES + 63) / 64)
 
 /* [:name:] inside a class: whether c is in it, -1 for a name git does not know.
  * ASCII only, as in git, whatever the locale. */
@@ -157,48 +169,57 @@ static int glob(const char *p, size_t plen, const char *t, size_t tlen)
     return p == pe;
 }
 
-/* An anchored rule against path[0..len), segment by segment: the same
- * backtracking as glob(), with "**" for '*' and a segment for a character. A
- * trailing "**" needs at least one segment ("a/" + "**" is what is inside a,
- * not a itself). */
-static int match_segs(const rule_t *r, const char *path, size_t len)
+static int has(const uint64_t *set, size_t i)
 {
-    size_t si = 0, t = 0;           /* pattern segment; start of the path segment */
-    size_t star_si = 0, star_t = 0; /* just after the last "**", and where it began */
-    int star = 0;
-
-    while (t <= len) {
-        const char *slash = memchr(path + t, '/', len - t);
-        size_t end = slash ? (size_t)(slash - path) : len;
-        if (si < r->nsegs && r->segs[si].starstar) {
-            if (si + 1 == r->nsegs)
-                return 1;
-            star = 1, star_si = ++si, star_t = t;
-            continue;
-        }
-        if (si < r->nsegs && glob(r->segs[si].pat, r->segs[si].len, path + t, end - t)) {
-            si++, t = end + 1;
-        } else if (star) {
-            slash = memchr(path + star_t, '/', len - star_t);
-            star_t = slash ? (size_t)(slash - path) + 1 : len + 1;
-            si = star_si, t = star_t;
-        } else {
-            return 0;
-        }
-    }
-    return si == r->nsegs;
+    return (int)(set[i / 64] >> (i % 64) & 1);
 }
 
-/* The verdict of the last rule that matches path[0..len), whose last
- * segment starts at base: 1 ignored, 0 not (or no rule matches). */
-static int excluded(const at_ignore_t *ig, const char *path, size_t len, size_t base, int is_dir)
+static void add(uint64_t *set, size_t i)
+{
+    set[i / 64] |= (uint64_t)1 << (i % 64);
+}
+
+/* State i of anchored rule r: its first i segments match the path so far;
+ * state nsegs: r matches it. A "**" that is not last may match no segment,
+ * so reaching it also reaches the state after it. */
+static void closure(const rule_t *r, uint64_t *set)
+{
+    for (size_t i = 0; i + 1 < r->nsegs; i++)
+        if (r->segs[i].starstar && has(set, r->state + i))
+            add(set, r->state + i + 1);
+}
+
+/* The states of r in cur, one path segment t later, into next. A "**" takes
+ * the segment and stays, ready for more; last, it needs at least one ("a/"
+ * + "**" is what is inside a, not a itself). */
+static void step(const rule_t *r, const uint64_t *cur, uint64_t *next, const char *t, size_t tlen)
+{
+    for (size_t i = 0; i < r->nsegs; i++) {
+        if (!has(cur, r->state + i))
+            continue;
+        const seg_t *g = &r->segs[i];
+        if (g->starstar) {
+            add(next, r->state + i);
+            if (i + 1 == r->nsegs)
+                add(next, r->state + i + 1);
+        } else if (glob(g->pat, g->len, t, tlen)) {
+            add(next, r->state + i + 1);
+        }
+    }
+    closure(r, next);
+}
+
+/* The verdict of the last rule matching the path up to its segment t, the
+ * anchored ones as the states in set say: 1 ignored, 0 not (or no match). */
+static int excluded(const at_ignore_t *ig, const uint64_t *set, const char *t, size_t tlen,
+                    int is_dir)
 {
     for (size_t i = ig->n; i-- > 0;) {
         const rule_t *r = &ig->rules[i];
         if ((r->flags & DIR_ONLY) && !is_dir)
             continue;
-        int hit = (r->flags & ANCHORED) ? match_segs(r, path, len)
-                                        : glob(r->pat, r->len, path + base, len - base);
+        int hit =
+            (r->flags & ANCHORED) ? has(set, r->state + r->nsegs) : glob(r->pat, r->len, t, tlen);
         if (hit)
             return !(r->flags & NEGATED);
     }
@@ -209,17 +230,34 @@ int at_ignore_match(const at_ignore_t *ig, const char *path, int is_dir)
 {
     if (!ig || !path || !*path)
         return 0; /* the root itself is never ignored */
-    size_t len = strlen(path), base = 0;
-    /* The directories above path first: git never looks inside an ignored
-     * one, so no later "!" rule can bring back what is in it. */
-    for (size_t i = 0; i < len; i++) {
-        if (path[i] != '/')
-            continue;
-        if (excluded(ig, path, i, base, 1))
-            return 1;
-        base = i + 1;
+    uint64_t a[STATE_WORDS], b[STATE_WORDS], *cur = a, *next = b;
+    size_t words = (ig->nstates + 63) / 64;
+
+    memset(cur, 0, words * sizeof *cur);
+    for (size_t i = 0; i < ig->n; i++) {
+        if (ig->rules[i].flags & ANCHORED) {
+            add(cur, ig->rules[i].state);
+            closure(&ig->rules[i], cur);
+        }
     }
-    return excluded(ig, path, len, base, is_dir);
+    /* Segment by segment, each directory above path is judged before what
+     * is in it: git never looks inside an ignored directory, so no later
+     * "!" rule can bring back what is in one. */
+    for (const char *t = path;;) {
+        const char *slash = strchr(t, '/');
+        size_t tlen = slash ? (size_t)(slash - t) : strlen(t);
+        memset(next, 0, words * sizeof *next);
+        for (size_t i = 0; i < ig->n; i++)
+            if (ig->rules[i].flags & ANCHORED)
+                step(&ig->rules[i], cur, next, t, tlen);
+        uint64_t *swap = cur;
+        cur = next, next = swap;
+        if (!slash)
+            return excluded(ig, cur, t, tlen, is_dir);
+        if (excluded(ig, cur, t, tlen, 1))
+            return 1;
+        t = slash + 1;
+    }
 }
 
 /* Trailing spaces go unless escaped ("a\ " keeps one); tabs stay, as in git. */
@@ -254,29 +292,28 @@ static int parse_line(const char *s, size_t len, rule_t *r)
     if (len > 0 && s[0] == '/')
         s++, len--;
     r->pat = s, r->len = len;
+    r->nsegs = 0;
+    if (r->flags & ANCHORED) {
+        r->nsegs = 1;
+        for (size_t i = 0; i < len; i++)
+            r->nsegs += s[i] == '/';
+    }
     return len > 0;
 }
 
 /* Copies r's pattern into memory of its own and splits it if anchored. */
 static at_err_t compile(rule_t *r)
 {
-    size_t nsegs = 0;
-    if (r->flags & ANCHORED) {
-        nsegs = 1;
-        for (size_t i = 0; i < r->len; i++)
-            nsegs += r->pat[i] == '/';
-    }
-    r->mem = malloc(nsegs * sizeof(seg_t) + r->len);
+    r->mem = malloc(r->nsegs * sizeof(seg_t) + r->len);
     if (!r->mem)
         return AT_ENOMEM;
     r->segs = r->mem;
-    r->nsegs = nsegs;
-    char *pat = (char *)(r->segs + nsegs);
+    char *pat = (char *)(r->segs + r->nsegs);
     memcpy(pat, r->pat, r->len);
     r->pat = pat;
 
     const char *s = pat, *end = pat + r->len;
-    for (size_t i = 0; i < nsegs; i++) {
+    for (size_t i = 0; i < r->nsegs; i++) {
         const char *slash = memchr(s, '/', (size_t)(end - s));
         seg_t *g = &r->segs[i];
         g->pat = s;
@@ -315,8 +352,9 @@ at_err_t at_ignore_add(at_ignore_t *ig, const char *text, size_t len)
         const char *eol = nl ? nl : end;
         rule_t r;
         if (parse_line(text, (size_t)(eol - text), &r)) {
-            if (ig->n == AT_IGNORE_MAX_RULES)
-                return AT_ETOOBIG;
+            size_t states = r.nsegs ? r.nsegs + 1 : 0;
+            if (ig->n == AT_IGNORE_MAX_RULES || ig->nstates + states > MAX_STATES)
+                return AT_ETOOBIG; /* the second cannot happen within the text limit */
             if (ig->n == ig->cap) {
                 size_t cap = ig->cap ? ig->cap * 2 : 16;
                 rule_t *rules = realloc(ig->rules, cap * sizeof *rules);
@@ -326,6 +364,8 @@ at_err_t at_ignore_add(at_ignore_t *ig, const char *text, size_t len)
             }
             if (compile(&r) != AT_OK)
                 return AT_ENOMEM;
+            r.state = ig->nstates;
+            ig->nstates += states;
             ig->rules[ig->n++] = r;
         }
         if (!nl)
