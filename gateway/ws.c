@@ -5,7 +5,9 @@
  * and dispatched by "type". Sending never blocks: messages wait in a
  * bounded per-connection queue (control messages first, then terminal
  * output round-robin over the connection's terminals, coalesced up to
- * WS_SEG_MAX per frame), one frame per writable callback.
+ * WS_SEG_MAX per frame). What a loop turn queued is written at its end
+ * (a uv_check) while the socket takes it; the rest one frame per writable
+ * callback.
  */
 #include "ws.h"
 
@@ -36,8 +38,13 @@ struct ws_early {
     char data[];
 };
 
+#define WS_FLUSH_FRAMES 16 /* frames one connection writes at the end of a loop turn */
+
 static int g_connections;
-static ws_conn_t *g_all; /* authed connections, for ws_revoked */
+static ws_conn_t *g_all;   /* authed connections, for ws_revoked */
+static ws_conn_t *g_dirty; /* connections with output queued this loop turn */
+static uv_check_t g_flush;
+static int g_flush_on;
 static unsigned g_conn_seq;
 static at_metric_t *m_conns, *m_msgs, *m_dropped;
 
@@ -132,10 +139,15 @@ int ws_conn_live(const ws_conn_t *c)
     return c->wsi && !c->close_code;
 }
 
+/* Output was queued: written at the end of this loop turn (flush_conns). */
 void ws_conn_wake(ws_conn_t *c)
 {
-    if (c->wsi)
-        lws_callback_on_writable(c->wsi);
+    if (!c->wsi || c->dirty)
+        return;
+    c->dirty = 1;
+    c->dirty_next = g_dirty;
+    g_dirty = c;
+    ws_conn_ref(c);
 }
 
 /* The socket is gone: let go of everything it held. */
@@ -279,27 +291,37 @@ void ws_conn_close(ws_conn_t *c, int code, const char *reason, int drop_output)
     ws_conn_wake(c);
 }
 
-/* One frame per writable callback: control messages first, then terminal
- * output; the close frame once both are out. */
-static int on_writable(ws_conn_t *c)
+/* The next frame into p (LWS_PRE before it free): control messages
+ * first, then terminal output. 0 when there is none. */
+static size_t next_frame(ws_conn_t *c, unsigned char *p, int *binary)
 {
-    static unsigned char buf[LWS_PRE + WS_FRAME_MAX];
-    unsigned char *p = buf + LWS_PRE;
-    size_t n = 0;
-    int binary = 0;
+    *binary = 0;
     if (c->ctl_head) {
         ws_ctl_t *m = c->ctl_head;
         c->ctl_head = m->next;
         if (!c->ctl_head)
             c->ctl_tail = NULL;
         memcpy(p, m->data, m->len);
-        n = m->len;
-        binary = m->binary;
+        size_t n = m->len;
+        *binary = m->binary;
         c->queued -= m->len;
         free(m);
-    } else if (!c->close_code && ws_terms_pending(c)) {
-        n = ws_terms_next_frame(c, p, &binary);
-    } else if (c->close_code) {
+        return n;
+    }
+    if (!c->close_code && ws_terms_pending(c))
+        return ws_terms_next_frame(c, p, binary);
+    return 0;
+}
+
+static unsigned char g_frame[LWS_PRE + WS_FRAME_MAX];
+
+/* One frame per writable callback; the close frame once all is out. */
+static int on_writable(ws_conn_t *c)
+{
+    unsigned char *p = g_frame + LWS_PRE;
+    int binary;
+    size_t n = next_frame(c, p, &binary);
+    if (!n && c->close_code) {
         /* a -1 from here would drop the socket without the close frame:
          * lws sends it when a timer callback asks for the close */
         lws_close_reason(c->wsi, (enum lws_close_status)c->close_code,
@@ -314,6 +336,45 @@ static int on_writable(ws_conn_t *c)
     if (!c->close_code)
         ws_terms_drained(c);
     return 0;
+}
+
+/* Write what c queued during this loop turn now, while the socket takes it
+ * (lws keeps a partial write and finishes it before anything else):
+ * waiting for the writable callback instead costs a loop turn and, with
+ * libuv, an EPOLL_CTL_DEL and an EPOLL_CTL_ADD each way, per frame. A
+ * closing connection, and what is left, go through the callback. */
+static void flush_conn(ws_conn_t *c)
+{
+    unsigned char *p = g_frame + LWS_PRE;
+    for (int i = 0; i < WS_FLUSH_FRAMES && !c->close_code; i++) {
+        if (!c->ctl_head && !ws_terms_pending(c))
+            break;
+        if (lws_send_pipe_choked(c->wsi))
+            break;
+        int binary;
+        size_t n = next_frame(c, p, &binary);
+        if (n && lws_write(c->wsi, p, n, binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT) < (int)n) {
+            c->close_code = WS_CLOSE_ERROR; /* the socket failed: nothing more to say */
+            lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+            return;
+        }
+        ws_terms_drained(c);
+    }
+    if (c->ctl_head || c->close_code || ws_terms_pending(c))
+        lws_callback_on_writable(c->wsi);
+}
+
+static void flush_conns(uv_check_t *h)
+{
+    (void)h;
+    while (g_dirty) {
+        ws_conn_t *c = g_dirty;
+        g_dirty = c->dirty_next;
+        c->dirty = 0;
+        if (c->wsi)
+            flush_conn(c);
+        ws_conn_unref(c);
+    }
 }
 
 /* ---- receiving ------------------------------------------------------------- */
@@ -520,6 +581,11 @@ int ws_init(gateway_t *gw)
     m_msgs = at_metrics_counter("atelier_ws_messages_total", "WebSocket messages received", NULL);
     m_dropped = at_metrics_counter("atelier_ws_slow_dropped_total",
                                    "WebSocket clients dropped for reading too slowly", NULL);
+    if (uv_check_init(gw->loop, &g_flush) != 0)
+        return -1;
+    g_flush_on = 1;
+    uv_check_start(&g_flush, flush_conns);
+    uv_unref((uv_handle_t *)&g_flush);
     return ws_pubsub_init(gw);
 }
 
@@ -530,4 +596,9 @@ void ws_shutdown(gateway_t *gw)
     ws_events_shutdown();
     ws_auth_shutdown();
     ws_pubsub_free();
+    if (g_flush_on) {
+        uv_check_stop(&g_flush);
+        uv_close((uv_handle_t *)&g_flush, NULL);
+        g_flush_on = 0;
+    }
 }

@@ -6,7 +6,8 @@
  *   ws_auth.c    credentials at the upgrade, tickets, connections per user
  *   ws_terms.c   terminals: open, attach with replay, input, output relay
  *   ws_events.c  session events (ev:{session}): subscribe, pod_ready
- *   ws_pubsub.c  the gateway's one pub/sub link: channels by reference
+ *   ws_pubsub.c  the WebSocket side's Redis links: pub/sub (channels by
+ *                reference) and terminal input, written before the loop sleeps
  *   ws_text.c    UTF-8 repair and JSON escaping of terminal bytes
  *   ws_policy.c  the command policy (also used by exec)
  *
@@ -89,6 +90,8 @@ struct ws_conn {
     ws_early_t *early;
     int nearly;
     /* send */
+    int dirty;             /* on ws.c's list: output to write at the end of this loop turn */
+    ws_conn_t *dirty_next; /* (holds a ref) */
     ws_ctl_t *ctl_head, *ctl_tail;
     size_t queued; /* bytes waiting: control queue + terminal output */
     /* terminals (ws_terms.c) and sessions (ws_events.c) */
@@ -186,6 +189,9 @@ void ws_pubsub_ref(const char *channel);
 void ws_pubsub_unref(const char *channel);
 /* The subscription is confirmed: from now on no message is missed. */
 int ws_pubsub_ready(const char *channel);
+/* The link terminal input is written on (XADD term:{id}:in); NULL while
+ * it is down. */
+struct redisAsyncContext *ws_input_link(void);
 
 /* ---- ws_text.c ----------------------------------------------------------- */
 /* Valid UTF-8 of carry + in into out (capacity 3 * (n + 4)): invalid bytes

@@ -13,6 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <hiredis/async.h>
+
 #include "atelier/log.h"
 #include "records.h"
 #include "ws_terms.h"
@@ -173,12 +175,22 @@ void ws_term_close(ws_conn_t *c, json_t *msg, const char *id)
 
 /* ---- input ------------------------------------------------------------------------ */
 
-static void input_added(at_redis_t *rc, redisReply *reply, void *arg)
+static void input_added(redisAsyncContext *ac, void *r, void *arg)
 {
-    (void)rc;
+    (void)ac;
     (void)arg;
+    const redisReply *reply = r;
     if (reply && reply->type == REDIS_REPLY_ERROR)
         at_warn("event=ws_input_failed error=\"%s\"", reply->str);
+}
+
+/* XADD on the input link (ws_pubsub.c): written before the loop sleeps,
+ * behind no replay read. */
+static int add_input(int argc, const char **argv, const size_t *lens)
+{
+    redisAsyncContext *ac = ws_input_link();
+    return ac && redisAsyncCommandArgv(ac, input_added, NULL, argc, argv, lens) == REDIS_OK ? 0
+                                                                                            : -1;
 }
 
 /* Bytes typed into at's terminal: the command policy on complete lines,
@@ -210,7 +222,7 @@ void ws_term_send_input(ws_attach_t *at, const char *data, size_t n)
     const char *argv[] = {"XADD", key, "MAXLEN", "~", INPUT_STREAM_MAXLEN,
                           "*",    "t", "in",     "d", out};
     size_t lens[] = {4, strlen(key), 6, 1, strlen(INPUT_STREAM_MAXLEN), 1, 1, 2, 1, m};
-    if (m && at_redis_argv(c->gw->ws_redis, input_added, NULL, 10, argv, lens) != AT_OK)
+    if (m && add_input(10, argv, lens) != 0)
         ws_send_error(c, NULL, "unavailable", "Redis unavailable: input to terminal %s lost",
                       at->terminal);
     free(out);
@@ -284,7 +296,10 @@ static void send_resize(ws_conn_t *c, const char *terminal, int cols, int rows, 
     snprintf(rs, sizeof rs, "%d", rows);
     const char *argv[] = {"XADD", key, "MAXLEN", "~", INPUT_STREAM_MAXLEN, "*", "t", "resize",
                           "cols", cs,  "rows",   rs};
-    if (at_redis_argv(c->gw->ws_redis, input_added, NULL, 12, argv, NULL) != AT_OK)
+    size_t lens[12];
+    for (int i = 0; i < 12; i++)
+        lens[i] = strlen(argv[i]);
+    if (add_input(12, argv, lens) != 0)
         ws_send_error(c, id, "unavailable", "Redis unavailable");
 }
 
