@@ -215,6 +215,7 @@ typedef struct batch {
     int n;
     int phase;      /* statements: 0 folders, 1 files, 2 deletes, 3 done */
     int lock_fd;    /* the volume's root, flock'ed from the look to the end (-1: none) */
+    json_t *events; /* file_changed to publish at the end (publish_change) */
     int sent, scan; /* items up to sent are in statements; scan: where the last began */
     size_t max_size;
     int max_items;
@@ -222,6 +223,7 @@ typedef struct batch {
 
 static void batch_free(batch_t *b)
 {
+    json_decref(b->events);
     if (b->lock_fd >= 0)
         close(b->lock_fd); /* and the volume's lock with it */
     for (int i = 0; i < b->n; i++) {
@@ -346,16 +348,47 @@ static void look(void *arg)
 
 static void batch_end(batch_t *b);
 
-static void publish_change(vol_t *v, const char *path, const char *change, json_t *extra)
+static void publish(vol_t *v, json_t *ev)
 {
-    for (int i = 0; i < v->nsessions; i++) {
-        json_t *ev =
-            json_pack("{s:s, s:s, s:s}", "type", "file_changed", "path", path, "change", change);
-        if (extra)
-            json_object_update(ev, extra);
-        sync_publish(v->sessions[i], ev);
-    }
+    for (int i = 0; i < v->nsessions; i++)
+        sync_publish(v->sessions[i], json_deep_copy(ev));
+    json_decref(ev);
+}
+
+/* A change taken in: published when the batch ends, one event per path, or
+ * for a burst (more than EVENTS_EACH_MAX) one event naming them all, so a
+ * script writing 10,000 files does not send a browser 10,000 messages. */
+#define EVENTS_EACH_MAX 32
+
+static void publish_change(batch_t *b, const char *path, const char *change, json_t *extra)
+{
+    json_t *ev =
+        json_pack("{s:s, s:s, s:s}", "type", "file_changed", "path", path, "change", change);
+    if (ev && extra)
+        json_object_update(ev, extra);
     json_decref(extra);
+    if (!ev)
+        return;
+    if (!strcmp(change, "error") || !strcmp(change, "conflict") || !b->events)
+        publish(b->v, ev); /* always on their own */
+    else
+        json_array_append_new(b->events, ev);
+}
+
+static void publish_events(batch_t *b)
+{
+    size_t n = json_array_size(b->events);
+    if (n > EVENTS_EACH_MAX) {
+        json_t *paths = json_array();
+        for (size_t i = 0; i < n; i++)
+            json_array_append(paths, json_object_get(json_array_get(b->events, i), "path"));
+        publish(b->v, json_pack("{s:s, s:s, s:I, s:o}", "type", "file_changed", "change", "many",
+                                "count", (json_int_t)n, "paths", paths));
+    } else {
+        for (size_t i = 0; i < n; i++)
+            publish(b->v, json_incref(json_array_get(b->events, i)));
+    }
+    json_array_clear(b->events);
 }
 
 /* The batch's statements, one at a time (folders, then files, then what
@@ -381,7 +414,7 @@ static void folders_synced(PGresult *res, const char *err, void *arg)
     for (int r = 0; !err && r < PQntuples(res); r++) {
         const char *result = PQgetvalue(res, r, 1);
         if (!strcmp(result, "created"))
-            publish_change(b->v, PQgetvalue(res, r, 0), "created",
+            publish_change(b, PQgetvalue(res, r, 0), "created",
                            json_pack("{s:s}", "kind", "folder"));
         else if (strcmp(result, "same") != 0)
             at_warn("event=sync_folder_refused workspace=%s path=%s result=%s", b->v->ws,
@@ -431,7 +464,7 @@ static void files_synced(PGresult *res, const char *err, void *arg)
         if (!strcmp(result, "error")) {
             at_warn("event=sync_file_refused workspace=%s path=%s error=\"%s\"", v->ws, path,
                     PQgetvalue(res, r, 4));
-            publish_change(v, path, "error", json_pack("{s:s}", "message", PQgetvalue(res, r, 4)));
+            publish_change(b, path, "error", json_pack("{s:s}", "message", PQgetvalue(res, r, 4)));
             continue;
         }
         json_t *x = json_pack("{s:I, s:s, s:I}", "version",
@@ -443,7 +476,7 @@ static void files_synced(PGresult *res, const char *err, void *arg)
             push_local(v->ws, cpath); /* the row's bytes, kept, onto the volume */
             at_info("event=sync_conflict workspace=%s path=%s kept=%s", v->ws, path, cpath);
         }
-        publish_change(v, path, result, x);
+        publish_change(b, path, result, x);
     }
     count_created(created);
     next_stmt(b);
@@ -459,7 +492,7 @@ static void deletes_synced(PGresult *res, const char *err, void *arg)
         if (PQgetvalue(res, r, 1)[0] == 't')
             push_local(b->v->ws, path); /* saved since it last agreed: written back */
         else
-            publish_change(b->v, path, "deleted", NULL);
+            publish_change(b, path, "deleted", NULL);
     }
     next_stmt(b);
 }
@@ -576,6 +609,7 @@ static void looked(void *arg, int ran)
 static void batch_end(batch_t *b)
 {
     vol_t *v = b->v;
+    publish_events(b);
     batch_free(b);
     v->busy = 0;
     if (v->stopped) {
@@ -671,6 +705,7 @@ static void run(void *arg)
     }
     b->v = v;
     b->lock_fd = -1;
+    b->events = json_array();
     b->max_size = (size_t)at_worker_config(sync_g.w)->max_file_size;
     b->max_items = (int)at_worker_config(sync_g.w)->max_files_per_workspace;
     int reload = 0;

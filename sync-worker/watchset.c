@@ -1,7 +1,7 @@
 /*
  * Which volumes this instance watches: every WATCHSET_EVERY_MS, the
  * workspaces with a ready session, each taken with a lease in Redis
- * (syncwatch:{workspace} = this instance, WATCHSET_LEASE_MS, renewed each
+ * (syncwatch:{workspace} = this instance's name, WATCHSET_LEASE_MS, renewed each
  * sweep) so that exactly one sync-worker instance takes a volume's changes
  * in. A lease another instance lets lapse (it died) is taken over at the
  * next sweep, and the new watch starts with a rescan: nothing the sandbox
@@ -13,7 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "atelier/log.h"
 #include "atelier/util.h"
@@ -159,9 +158,7 @@ static void tick(void *arg)
 
 int watchset_start(void)
 {
-    char host[64] = "";
-    gethostname(host, sizeof host - 1);
-    snprintf(S.me, sizeof S.me, "%s:%d", host, (int)getpid());
+    at_strlcpy(S.me, at_worker_config(sync_g.w)->instance, sizeof S.me);
     S.timer = at_io_timer_new(at_worker_io(sync_g.w), tick, NULL);
     if (!S.timer)
         return -1;

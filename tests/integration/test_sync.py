@@ -277,3 +277,85 @@ def test_the_item_cap_is_kept(box):
     rows = box.stack.query("SELECT path, result, error FROM ws_sync_files(%s, %s, %s)",
                            box.workspace_id, items, n + 1)
     assert [r[1] for r in rows] == ["created", "error"] and "full" in rows[1][2], rows
+
+
+def restart_sync_worker(rt, env=None):
+    import signal
+    sw = rt.procs["sync-worker"]
+    sw.signal(signal.SIGKILL)
+    sw.wait(5)
+    rt.procs["sync-worker"] = rt.stack.start("sync-worker", env=dict(rt.env, **(env or {})))
+
+
+def test_a_folder_moved_in_the_sandbox_moves_its_files(box):
+    box.sh("mkdir -p fold/sub && echo 1 > fold/sub/one.txt && echo 2 > fold/two.txt")
+    wait_for(lambda: {"fold/sub/one.txt", "fold/two.txt"} <= set(files(box)), timeout=10,
+             what="made")
+    box.sh("mv fold folded && echo 3 > folded/sub/three.txt")
+    want = {"folded/sub/one.txt", "folded/two.txt", "folded/sub/three.txt"}
+    wait_for(lambda: want <= set(files(box)) and
+             not any(p.startswith("fold/") for p in files(box)), timeout=10, what="moved")
+    assert content(box, "folded/sub/three.txt") == "3\n"
+
+
+def test_an_inotify_queue_overflow_is_rescanned(rt, box):
+    knob = "/proc/sys/fs/inotify/max_queued_events"
+    with open(knob) as f:
+        old = f.read().strip()
+    try:
+        with open(knob, "w") as f:
+            f.write("16")  # a new inotify instance gets this queue: it will overflow
+        restart_sync_worker(rt)
+    finally:
+        with open(knob, "w") as f:
+            f.write(old)
+    me = rt.procs["sync-worker"].env["ATELIER_INSTANCE"].encode()
+    wait_for(lambda: rt.stack.r.get("syncwatch:" + box.workspace_id) == me, timeout=15,
+             what="the watch taken over by the new instance")
+    box.sh("mkdir -p flood")
+    wait_for(lambda: "flood" in files(box), timeout=10, what="flood/ watched")
+    time.sleep(0.2)
+    import signal
+    sw = rt.procs["sync-worker"]
+    sw.signal(signal.SIGSTOP)  # reads nothing meanwhile: the 16-event queue overflows
+    try:
+        box.py("import os\nos.makedirs('flood', exist_ok=True)\nfor i in range(2000):\n"
+               "    open('flood/f%d.txt' % i, 'w').write(str(i))", timeout_s=60)
+    finally:
+        sw.signal(signal.SIGCONT)
+    count = lambda: box.stack.query(  # noqa: E731
+        "SELECT count(*) FROM workspace_items WHERE workspace_id = %s AND path LIKE 'flood/%%'",
+        box.workspace_id)[0][0]
+    wait_for(lambda: count() == 2000, timeout=60, what="2000 rows despite the overflow")
+    log = rt.procs["sync-worker"].log()
+    assert "event=inotify_overflow" in log
+    restart_sync_worker(rt)  # back to the machine's queue size
+
+
+def test_two_workers_one_watcher_and_a_takeover(rt, box):
+    import signal
+    other = rt.stack.start("sync-worker", env=rt.env, name="sync-worker-b")
+    try:
+        time.sleep(2.5)  # both have swept: one holds the lease
+        holder = rt.stack.r.get("syncwatch:" + box.workspace_id).decode()
+        box.sh("echo from-two > two_workers.txt")
+        put(box, "two_saved.txt", "saved\n")
+        wait_for(lambda: content(box, "two_workers.txt") == "from-two\n" and
+                 on_disk(box, "two_saved.txt") == "saved\n", timeout=10, what="both ways")
+        assert version(box, "two_workers.txt") == 1  # taken in once, not by both
+        # the holder dies: the other takes the lease over and rescans
+        victim = other if holder == "sync-worker-b" else rt.procs["sync-worker"]
+        victim.signal(signal.SIGKILL)
+        victim.wait(5)
+        box.sh("echo after-takeover > takeover.txt")
+        wait_for(lambda: content(box, "takeover.txt") == "after-takeover\n", timeout=15,
+                 what="changes taken in by the survivor")
+        if victim is rt.procs["sync-worker"]:
+            rt.procs["sync-worker"] = other
+            other = None
+        else:
+            other = None
+            rt.procs["sync-worker"] = rt.stack.start("sync-worker", env=rt.env)
+    finally:
+        if other is not None:
+            rt.stack.stop(other)
