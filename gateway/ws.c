@@ -21,6 +21,7 @@
 
 #include "atelier/log.h"
 #include "atelier/metrics.h"
+#include "atelier/util.h"
 #include "http.h"
 #include "ws_internal.h"
 
@@ -193,6 +194,8 @@ void ws_audit_params(const ws_conn_t *c, const char *p[3], char uid_buf[24])
 
 int ws_conn_queued(ws_conn_t *c, long long n)
 {
+    if (n < 0 || c->queued == 0)
+        c->progress_ms = at_mono_us() / 1000; /* written, or waiting starts now */
     c->queued = (size_t)((long long)c->queued + n);
     if (n > 0 && c->queued > (size_t)c->gw->cfg.ws_send_queue_max && !c->close_code) {
         at_metric_add(m_dropped, 1);

@@ -93,7 +93,8 @@ struct ws_conn {
     int dirty;             /* on ws.c's list: output to write at the end of this loop turn */
     ws_conn_t *dirty_next; /* (holds a ref) */
     ws_ctl_t *ctl_head, *ctl_tail;
-    size_t queued; /* bytes waiting: control queue + terminal output */
+    size_t queued;       /* bytes waiting: control queue + terminal output */
+    int64_t progress_ms; /* the last write to the socket, or when queued left 0 */
     /* terminals (ws_terms.c) and sessions (ws_events.c) */
     ws_attach_t *attach;
     int nattach;

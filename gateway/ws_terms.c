@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "atelier/log.h"
+#include "atelier/util.h"
 
 #define BUCKETS 4096
 #define ENTRY_MAX 16384 /* what the manager puts in one entry, at most */
@@ -437,6 +438,24 @@ static int parse_exit(const char *d, size_t n, int *code)
     return 1;
 }
 
+/* More than half the send queue is waiting: output is held back (in the
+ * stream) and read from there as the queue drains. A connection with output
+ * waiting and nothing written for WS_STALL_MS reads nothing at all: it is
+ * dropped (too_slow; it can reconnect with lastSeq). A slow reader is
+ * slowed, never dropped. */
+#define WS_STALL_MS 10000
+
+static int queue_full(ws_conn_t *c)
+{
+    if (c->queued && at_mono_us() / 1000 - c->progress_ms > WS_STALL_MS) {
+        at_warn("event=ws_slow_client conn=%s actor=%s queued=%zu stalled_ms=%d", c->id,
+                c->who.actor, c->queued, WS_STALL_MS);
+        ws_conn_close(c, WS_CLOSE_AGAIN, "too slow: reconnect with lastSeq", 1);
+        return 1;
+    }
+    return (long long)c->queued > (long long)c->gw->cfg.ws_send_queue_max / 2;
+}
+
 void ws_terms_message(const char *terminal, const char *payload, size_t len)
 {
     term_t *t = *term_slot(terminal);
@@ -458,8 +477,18 @@ void ws_terms_message(const char *terminal, const char *payload, size_t len)
         next = at->tnext;
         if (at->exited || !ws_conn_live(at->conn) || seq <= at->last)
             continue;
-        if (at->state == A_LIVE && seq == at->last + 1) {
+        int full = queue_full(at->conn);
+        if (!ws_conn_live(at->conn))
+            continue; /* dropped just now */
+        if (at->state == A_LIVE && seq == at->last + 1 && !full) {
             take_entry(at, seq, is_exit, d, n, code);
+            continue;
+        }
+        if (at->state == A_LIVE && seq == at->last + 1) {
+            /* a reader slower than its terminal: the stream has the output;
+             * it is read from there, a page at a time, as the queue drains */
+            at->state = A_SYNC;
+            read_more(at);
             continue;
         }
         hold_live(at, seq, d, n, is_exit, code);
