@@ -241,7 +241,9 @@ class Bench:
                     elif f[0] == "@@FAIL":
                         raise RuntimeError("the watcher failed: %s" % ln)
             elif t == "file_changed" and ws is self.evws:
-                self.events.setdefault(m.get("path"), []).append((now, m))
+                # a burst comes as one event naming its paths (change "many")
+                for path in m.get("paths") or [m.get("path")]:
+                    self.events.setdefault(path, []).append((now, m))
             elif t == "error":
                 self.note("WebSocket error message: %s" % json.dumps(m)[:200])
 
