@@ -153,6 +153,8 @@ static void apply_write(push_t *p, PGconn *db, int root, uid_t uid, gid_t gid)
         if (!p->rc)
             p->rc = fs_write_atomic(root, p->path, data, len,
                                     (mode_t)(atoi(PQgetvalue(r, 0, 4)) & 07777), uid, gid, &f);
+        if (!p->rc)
+            watch_own_write(p->ws, p->path, f.size, f.mtime_ns);
         PQfreemem(bin);
         p->outcome = "written";
     }

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -192,6 +193,58 @@ static void clear_dirty(vol_t *v)
     v->ndirty = 0;
 }
 
+/* ---- the worker's own writes ------------------------------------------------------ */
+
+/* A push that writes a file says so (from its pool thread, under the
+ * volume's lock): when the watcher then finds the file at exactly that size
+ * and mtime, the events were the push's own and there is nothing to read or
+ * take in. Keyed by a hash of workspace and path; a slot is used once. */
+#define OWN_SLOTS 1024
+
+static pthread_mutex_t own_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+    uint64_t key;
+    int64_t size, mtime_ns;
+} own[OWN_SLOTS];
+static unsigned own_next;
+
+static uint64_t own_key(const char *ws, const char *path)
+{
+    uint64_t h = 14695981039346656037ull;
+    for (const char *p = ws; *p; p++)
+        h = (h ^ (unsigned char)*p) * 1099511628211ull;
+    h = (h ^ '/') * 1099511628211ull;
+    for (const char *p = path; *p; p++)
+        h = (h ^ (unsigned char)*p) * 1099511628211ull;
+    return h | 1; /* 0 marks a free slot */
+}
+
+void watch_own_write(const char *ws, const char *path, int64_t size, int64_t mtime_ns)
+{
+    uint64_t k = own_key(ws, path);
+    pthread_mutex_lock(&own_mu);
+    unsigned i = own_next++ % OWN_SLOTS;
+    own[i].key = k;
+    own[i].size = size;
+    own[i].mtime_ns = mtime_ns;
+    pthread_mutex_unlock(&own_mu);
+}
+
+static int own_write(const char *ws, const char *path, int64_t size, int64_t mtime_ns)
+{
+    uint64_t k = own_key(ws, path);
+    int found = 0;
+    pthread_mutex_lock(&own_mu);
+    for (unsigned i = 0; i < OWN_SLOTS && !found; i++) {
+        if (own[i].key == k && own[i].size == size && own[i].mtime_ns == mtime_ns) {
+            own[i].key = 0;
+            found = 1;
+        }
+    }
+    pthread_mutex_unlock(&own_mu);
+    return found;
+}
+
 /* ---- a batch: paths looked at on the pool, then taken in ----------------------- */
 
 typedef enum { IT_GONE, IT_FILE, IT_FOLDER, IT_SKIP } item_kind_t;
@@ -325,7 +378,8 @@ static void look(void *arg)
         } else if (S_ISREG(st.st_mode)) {
             it->kind = IT_FILE;
             int64_t mt = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
-            if (it->known && st.st_size == it->size && mt == it->mtime_ns) {
+            if ((it->known && st.st_size == it->size && mt == it->mtime_ns) ||
+                own_write(v->ws, it->path, st.st_size, mt)) {
                 it->kind = IT_SKIP;
                 it->note = "ignored"; /* unchanged since it last agreed with its row */
             } else if (ignored(v, it->path, 0)) {

@@ -16,6 +16,8 @@
 #ifndef SYNC_WATCH_H
 #define SYNC_WATCH_H
 
+#include <stdint.h>
+
 #define WATCH_DEBOUNCE_MS 5 /* quiet time before a batch is taken in */
 #define WATCH_BATCH_MAX 512 /* paths per batch */
 #define WATCH_SESSIONS_MAX 8
@@ -34,5 +36,8 @@ void watch_each(void (*fn)(const char *ws, void *arg), void *arg);
 
 /* Look at path soon (a push found the sandbox had changed it). */
 void watch_dirty(const char *ws, const char *path);
+/* A push wrote path, leaving it at size and mtime_ns (any thread, under the
+ * volume's lock): the events it causes need no look-up. */
+void watch_own_write(const char *ws, const char *path, int64_t size, int64_t mtime_ns);
 
 #endif
