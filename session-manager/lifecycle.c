@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "atelier/events.h"
 #include "atelier/log.h"
 #include "atelier/path.h"
 #include "atelier/queue.h"
@@ -201,18 +202,7 @@ static void finish_fail(op_t *op, int permanent, const char *fmt, ...)
 
 static void publish(const char *session, json_t *ev)
 {
-    char ts[32];
-    at_iso8601(at_wall_ms(), ts);
-    json_object_set_new(ev, "sessionId", json_string(session));
-    json_object_set_new(ev, "timestamp", json_string(ts));
-    char *text = json_dumps(ev, JSON_COMPACT);
-    json_decref(ev);
-    if (!text)
-        return;
-    /* best effort: a client that missed it reads the status from the API */
-    if (at_redis_cmd(at_worker_redis(g.w), NULL, NULL, "PUBLISH ev:%s %s", session, text) != AT_OK)
-        at_warn("event=publish_failed session=%s", session);
-    free(text);
+    at_event_publish(at_worker_redis(g.w), session, ev);
 }
 
 static void publish_status(const char *session, const char *status, const char *message)

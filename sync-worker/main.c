@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "atelier/events.h"
 #include "atelier/log.h"
 #include "atelier/util.h"
 #include "load.h"
@@ -56,21 +57,7 @@ int sync_open_volume(const char *dir)
 
 void sync_publish(const char *session, json_t *ev)
 {
-    char ts[32];
-    at_iso8601(at_wall_ms(), ts);
-    json_object_set_new(ev, "sessionId", json_string(session));
-    json_object_set_new(ev, "timestamp", json_string(ts));
-    char *text = json_dumps(ev, JSON_COMPACT);
-    json_decref(ev);
-    if (!text)
-        return;
-    char ch[64];
-    snprintf(ch, sizeof ch, "ev:%s", session);
-    const char *argv[] = {"PUBLISH", ch, text};
-    /* best effort: a client that missed it reads the files from the API */
-    if (at_redis_argv(at_worker_redis(sync_g.w), NULL, NULL, 3, argv, NULL) != AT_OK)
-        at_warn("event=publish_failed session=%s", session);
-    free(text);
+    at_event_publish(at_worker_redis(sync_g.w), session, ev);
 }
 
 static int sync_init(at_worker_t *w)

@@ -94,6 +94,22 @@ def cleanup_sandboxes(uuids, bases, run_base):
             subprocess.run(["umount", "-l", m], check=False)
 
 
+def sweep_data_dir(data_dir, workspaces):
+    """A benchmark's exit trap: every sandbox of the stack under data_dir
+    (its run dirs and its code_sessions rows), by name."""
+    run_dir = os.path.join(data_dir, "run")
+    uuids = set(os.path.basename(p) for p in glob.glob(os.path.join(run_dir, "sandboxes", "*")))
+    try:
+        with psycopg2.connect(host=run_dir, user="atelier", dbname="atelier") as db:
+            with db.cursor() as c:
+                c.execute("SELECT uuid::text FROM code_sessions")
+                uuids.update(r[0] for r in c.fetchall())
+    except psycopg2.Error:
+        pass
+    if [u for u in uuids if cgroup_dirs(u)] or mounts_under(os.path.realpath(workspaces)):
+        cleanup_sandboxes(sorted(uuids), [workspaces], os.path.join(run_dir, "sandboxes"))
+
+
 class Services:
     """One Redis + one PostgreSQL for the whole test session."""
 

@@ -31,7 +31,7 @@ import requests
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "integration"))
-from harness import cgroup_dirs, cleanup_sandboxes, mounts_under  # noqa: E402
+from harness import cgroup_dirs, cleanup_sandboxes, mounts_under, sweep_data_dir  # noqa: E402
 
 READY_TIMEOUT_S = 120.0
 TERMINATE_TIMEOUT_S = 120.0
@@ -1142,22 +1142,8 @@ def cmd_run(a):
 
 
 def cmd_sweep(a):
-    """Safety net of the run script's exit trap: the sessions of the data dir's
-    database and run dir, torn down by name."""
-    run_dir = os.path.join(a.data_dir, "run")
-    base = a.workspaces or os.path.join(a.data_dir, "workspaces")
-    uuids = set(os.path.basename(p) for p in glob.glob(os.path.join(run_dir, "sandboxes", "*")))
-    try:
-        with psycopg2.connect(host=run_dir, user="atelier", dbname="atelier") as db:
-            with db.cursor() as c:
-                c.execute("SELECT uuid::text FROM code_sessions")
-                uuids.update(r[0] for r in c.fetchall())
-    except psycopg2.Error:
-        pass
-    live = [u for u in uuids if cgroup_dirs(u)] + mounts_under(os.path.realpath(base))
-    if live:
-        cleanup_sandboxes(sorted(uuids), [base], os.path.join(run_dir, "sandboxes"))
-        print("bench sweep: removed what %d sessions left" % len(uuids))
+    """The exit trap's safety net: what the run's sessions left, by name."""
+    sweep_data_dir(a.data_dir, a.workspaces)
     return 0
 
 

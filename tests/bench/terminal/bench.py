@@ -15,7 +15,6 @@ minus that is the server side (gateway -> Redis -> session-manager -> PTY
 """
 import argparse
 import base64
-import glob
 import json
 import math
 import os
@@ -26,12 +25,11 @@ import struct
 import sys
 import time
 
-import psycopg2
 import requests
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "integration"))
-from harness import cgroup_dirs, cleanup_sandboxes, mounts_under  # noqa: E402
+from harness import sweep_data_dir  # noqa: E402
 
 SEED = {"echo": "50-150"}
 GOAL = {"echo": "p50<=0.3 p99<=1", "open": "<=5", "throughput": ">=100 MB/s",
@@ -527,17 +525,7 @@ def cmd_run(a):
 
 def cmd_sweep(a):
     """The exit trap's safety net: what the run's sessions left, by name."""
-    run_dir = os.path.join(a.data_dir, "run")
-    uuids = set(os.path.basename(p) for p in glob.glob(os.path.join(run_dir, "sandboxes", "*")))
-    try:
-        with psycopg2.connect(host=run_dir, user="atelier", dbname="atelier") as db:
-            with db.cursor() as c:
-                c.execute("SELECT uuid::text FROM code_sessions")
-                uuids.update(r[0] for r in c.fetchall())
-    except psycopg2.Error:
-        pass
-    if [u for u in uuids if cgroup_dirs(u)] or mounts_under(os.path.realpath(a.workspaces)):
-        cleanup_sandboxes(sorted(uuids), [a.workspaces], os.path.join(run_dir, "sandboxes"))
+    sweep_data_dir(a.data_dir, a.workspaces)
     return 0
 
 
