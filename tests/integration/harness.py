@@ -94,10 +94,12 @@ def cleanup_sandboxes(uuids, bases, run_base):
             subprocess.run(["umount", "-l", m], check=False)
 
 
-def sweep_data_dir(data_dir, workspaces):
+def sweep_data_dir(data_dir, workspaces=None):
     """A benchmark's exit trap: every sandbox of the stack under data_dir
-    (its run dirs and its code_sessions rows), by name."""
+    (its run dirs and its code_sessions rows), by name. workspaces: the
+    volume base (default: the data dir's)."""
     run_dir = os.path.join(data_dir, "run")
+    workspaces = workspaces or os.path.join(data_dir, "workspaces")
     uuids = set(os.path.basename(p) for p in glob.glob(os.path.join(run_dir, "sandboxes", "*")))
     try:
         with psycopg2.connect(host=run_dir, user="atelier", dbname="atelier") as db:
@@ -108,6 +110,7 @@ def sweep_data_dir(data_dir, workspaces):
         pass
     if [u for u in uuids if cgroup_dirs(u)] or mounts_under(os.path.realpath(workspaces)):
         cleanup_sandboxes(sorted(uuids), [workspaces], os.path.join(run_dir, "sandboxes"))
+        print("bench sweep: removed what %d sessions left" % len(uuids))
 
 
 class Services:
