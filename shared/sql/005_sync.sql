@@ -40,6 +40,20 @@ DECLARE
     cpath text := NULL;
 BEGIN
     SELECT * INTO cur FROM workspace_items WHERE workspace_id = p_ws AND path = p_path FOR UPDATE;
+    IF FOUND AND cur.type = 'folder' THEN
+        -- the sandbox replaced a folder with a file: the folder's rows go,
+        -- unless a file below was saved since it last agreed with the volume
+        IF EXISTS (SELECT 1 FROM workspace_items k WHERE k.workspace_id = p_ws
+                   AND k.type = 'file' AND starts_with(k.path, p_path || '/')
+                   AND k.sha256 IS DISTINCT FROM k.disk_sha256) THEN
+            RETURN QUERY SELECT 'error'::text, NULL::bigint, NULL::text,
+                                'conflict: a folder of this path holds unsynced saves'::text;
+            RETURN;
+        END IF;
+        DELETE FROM workspace_items i WHERE i.workspace_id = p_ws
+          AND (i.path = p_path OR starts_with(i.path, p_path || '/'));
+        FOUND := false;
+    END IF;
     IF NOT FOUND THEN
         IF p_room <= 0 THEN
             RETURN QUERY SELECT 'error'::text, NULL::bigint, NULL::text,
@@ -56,11 +70,6 @@ BEGIN
         VALUES (p_ws, ws_ensure_folders(p_ws, p_path), regexp_replace(p_path, '^.*/', ''),
                 p_path, 'file', p_content, p_bin, p_size, p_sha, p_mode, p_sha, p_mtime_ns);
         RETURN QUERY SELECT 'created'::text, 1::bigint, NULL::text, NULL::text;
-        RETURN;
-    END IF;
-    IF cur.type = 'folder' THEN
-        RETURN QUERY SELECT 'error'::text, NULL::bigint, NULL::text,
-                            'conflict: a folder of this path has a row'::text;
         RETURN;
     END IF;
     IF cur.sha256 = p_sha THEN
@@ -134,6 +143,13 @@ BEGIN
     SELECT p_max_items - count(*) INTO room FROM workspace_items i WHERE i.workspace_id = p_ws;
     FOR p IN SELECT json_array_elements_text(p_paths) LOOP
         SELECT i.type INTO t FROM workspace_items i WHERE i.workspace_id = p_ws AND i.path = p;
+        IF FOUND AND t = 'file' THEN
+            -- the sandbox replaced a file with a folder: the file's row goes,
+            -- unless it was saved since it last agreed with the volume
+            DELETE FROM workspace_items i WHERE i.workspace_id = p_ws AND i.path = p
+              AND i.sha256 IS NOT DISTINCT FROM i.disk_sha256;
+            FOUND := NOT FOUND; -- still there: a conflict
+        END IF;
         IF FOUND THEN
             RETURN QUERY SELECT p, CASE WHEN t = 'folder' THEN 'same' ELSE 'conflict' END;
         ELSIF room <= 0 THEN

@@ -359,3 +359,14 @@ def test_two_workers_one_watcher_and_a_takeover(rt, box):
     finally:
         if other is not None:
             rt.stack.stop(other)
+
+
+def test_a_file_becomes_a_folder_and_back(box):
+    box.sh("mkdir -p tf && echo x > tf/x && echo g > ft")
+    wait_for(lambda: {"tf/x", "ft"} <= set(files(box)), timeout=10, what="made")
+    box.sh("rm -r tf && echo f > tf && rm ft && mkdir ft && echo y > ft/in")
+    wait_for(lambda: content(box, "tf") == "f\n" and content(box, "ft/in") == "y\n", timeout=10,
+             what="the kinds swapped")
+    kinds = dict(box.stack.query("SELECT path, type FROM workspace_items WHERE workspace_id = %s "
+                                 "AND path IN ('tf', 'ft', 'tf/x')", box.workspace_id))
+    assert kinds == {"tf": "file", "ft": "folder"}, kinds
