@@ -50,6 +50,8 @@ typedef struct push {
     char to[AT_PATH_MAX + 1];
     char deleted_sha[AT_SHA256_HEX + 1]; /* delete: the version deleted */
     const char *url;                     /* DATABASE_URL */
+    /* where the time went (the job's result: queued, pool wait, lock wait, work) */
+    int64_t enqueued_ms, handled_us, started_us, locked_us, done_us;
     /* the pool's answer */
     int rc;
     const char *outcome;
@@ -193,6 +195,7 @@ static void apply_delete(push_t *p, int root)
 static void work(void *arg)
 {
     push_t *p = arg;
+    p->started_us = at_mono_us();
     PGconn *db = thread_db(p->url, p->err, sizeof p->err);
     if (!db) {
         p->rc = -EAGAIN;
@@ -222,6 +225,7 @@ static void work(void *arg)
     }
     while (flock(root, LOCK_EX) != 0 && errno == EINTR) {
     }
+    p->locked_us = at_mono_us();
     if (!strcmp(p->op, "write")) {
         apply_write(p, db, root, st.st_uid, st.st_gid);
     } else if (!strcmp(p->op, "delete")) {
@@ -233,6 +237,7 @@ static void work(void *arg)
         p->outcome = "moved";
     }
     close(root); /* and the lock with it */
+    p->done_us = at_mono_us();
 }
 
 /* ---- on the loop ------------------------------------------------------------------------- */
@@ -253,9 +258,23 @@ static void done(void *arg, int ran)
         at_warn("event=push_local_failed workspace=%s path=%s error=\"%s\"", p->ws, p->path, why);
     if (!why && !strcmp(p->outcome, "sandbox_changed"))
         watch_dirty(p->ws, p->path); /* the watcher decides, by the rule */
-    if (!why && p->ctx)
-        at_job_done(p->ctx, json_pack("{s:s, s:s}", "outcome", p->outcome, "path", p->path));
-    else if (!why)
+    if (!why && p->ctx) {
+        json_t *r = json_pack("{s:s, s:s}", "outcome", p->outcome, "path", p->path);
+        if (p->enqueued_ms > 0) /* the queue's wait crosses machines: wall clocks */
+            json_object_set_new(r, "queued_ms",
+                                json_real((double)(at_wall_ms() - p->enqueued_ms) -
+                                          (double)(at_mono_us() - p->handled_us) / 1000.0));
+        if (p->started_us) {
+            int64_t locked = p->locked_us ? p->locked_us : p->started_us;
+            int64_t end = p->done_us ? p->done_us : locked;
+            json_object_set_new(r, "pool_wait_ms",
+                                json_real((double)(p->started_us - p->handled_us) / 1000.0));
+            json_object_set_new(r, "lock_wait_ms",
+                                json_real((double)(locked - p->started_us) / 1000.0));
+            json_object_set_new(r, "work_ms", json_real((double)(end - locked) / 1000.0));
+        }
+        at_job_done(p->ctx, r);
+    } else if (!why)
         at_info("event=push_local workspace=%s path=%s outcome=%s", p->ws, p->path, p->outcome);
     free(p);
 }
@@ -297,6 +316,8 @@ void handle_push(at_job_ctx_t *ctx)
     }
     at_strlcpy(p->ws, ws, sizeof p->ws);
     at_strlcpy(p->op, op, sizeof p->op);
+    p->enqueued_ms = at_job_ctx_job(ctx)->enqueued_at;
+    p->handled_us = at_mono_us();
     if (sha)
         at_strlcpy(p->deleted_sha, sha, sizeof p->deleted_sha);
     start(p);

@@ -90,7 +90,17 @@ def test_save_reaches_the_sandbox(box):
 def test_sandbox_write_reaches_the_api_and_an_event(box):
     ws = events(box)
     try:
-        box.sh("echo made-here > new.py")
+        # typed into a terminal of the session, as a user would
+        ws.send(json.dumps({"type": "terminal_open", "sessionId": box.uuid, "id": "t"}))
+        deadline = time.monotonic() + 20
+        while True:
+            m = json.loads(ws.recv())
+            if m.get("id") == "t":
+                break
+            assert time.monotonic() < deadline, "no terminal_opened"
+        assert m["type"] == "terminal_opened", m
+        ws.send(json.dumps({"type": "terminal_input", "terminalId": m["terminalId"],
+                            "input": "echo made-here > new.py\r"}))
         m = wait_event(ws, lambda m: m["path"] == "new.py")
         assert m["change"] in ("created", "updated") and m["sessionId"] == box.uuid
         wait_for(lambda: content(box, "new.py") == "made-here\n", timeout=10, what="row")
@@ -370,3 +380,14 @@ def test_a_file_becomes_a_folder_and_back(box):
     kinds = dict(box.stack.query("SELECT path, type FROM workspace_items WHERE workspace_id = %s "
                                  "AND path IN ('tf', 'ft', 'tf/x')", box.workspace_id))
     assert kinds == {"tf": "file", "ft": "folder"}, kinds
+
+
+def test_the_mode_travels_both_ways(box):
+    box.sh("printf 'echo run\\n' > run.sh && chmod 755 run.sh")
+    wait_for(lambda: box.stack.query("SELECT mode FROM workspace_items WHERE workspace_id = %s "
+                                     "AND path = 'run.sh'", box.workspace_id) == [(0o755,)],
+             timeout=10, what="mode 755 in the row")
+    put(box, "run.sh", "echo edited\n")  # a save keeps the row's mode
+    wait_for(lambda: on_disk(box, "run.sh") == "echo edited\n", timeout=10, what="saved")
+    assert os.stat(os.path.join(box.volume, "run.sh")).st_mode & 0o777 == 0o755
+    assert box.sh("./run.sh")["stdout"] == "edited\n"
