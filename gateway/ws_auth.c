@@ -38,8 +38,7 @@ typedef enum { CRED_TOKEN = 1, CRED_KEY, CRED_TICKET } cred_kind_t;
 struct ws_cred {
     cred_kind_t kind;
     char cache_key[CREDCACHE_KEY_MAX]; /* "t:<hash>" / "k:<hash>" */
-    char hash[AT_SHA256_HEX + 1];
-    int64_t sub; /* the user a token names */
+    int64_t sub;                       /* the user a token names */
     char ticket[TICKET_LEN + 1];
     int64_t named; /* ?user_id= (0: none) */
 };
@@ -260,10 +259,11 @@ static int token_cred(ws_conn_t *c, const char *token, int64_t named, const char
     }
     cr->kind = CRED_TOKEN;
     cr->named = named;
-    at_sha256_hex(jti, strlen(jti), cr->hash);
+    char hash[AT_SHA256_HEX + 1];
+    at_sha256_hex(jti, strlen(jti), hash);
     cr->sub = strtoll(sub, NULL, 10);
     json_decref(claims);
-    snprintf(cr->cache_key, sizeof cr->cache_key, "t:%s", cr->hash);
+    snprintf(cr->cache_key, sizeof cr->cache_key, "t:%s", hash);
     at_strlcpy(c->cred_key, cr->cache_key, sizeof c->cred_key);
     cred_t cached;
     if (credcache_get(cr->cache_key, at_wall_ms(), &cached)) {
@@ -297,8 +297,9 @@ static int key_cred(ws_conn_t *c, const char *key, int64_t named, const char **w
     }
     cr->kind = CRED_KEY;
     cr->named = named;
-    at_sha256_hex(key, strlen(key), cr->hash);
-    snprintf(cr->cache_key, sizeof cr->cache_key, "k:%s", cr->hash);
+    char hash[AT_SHA256_HEX + 1];
+    at_sha256_hex(key, strlen(key), hash);
+    snprintf(cr->cache_key, sizeof cr->cache_key, "k:%s", hash);
     at_strlcpy(c->cred_key, cr->cache_key, sizeof c->cred_key);
     cred_t cached;
     if (credcache_get(cr->cache_key, at_wall_ms(), &cached)) {

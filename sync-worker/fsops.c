@@ -34,21 +34,22 @@ static int open_beneath(int root, const char *path, int flags, mode_t mode)
     return fd < 0 ? neg() : (int)fd;
 }
 
-/* Split "a/b/c" into its parent ("a/b", or "" at the root) and name. */
-static int split(const char *path, char parent[AT_PATH_MAX + 1], const char **name)
+/* The folder holding path ("a/b" for "a/b/c", the root for "c"), opened
+ * O_PATH beneath root; *name is path's last segment. With make, the folder
+ * is made first (fs_mkdirs). An fd or -errno. */
+static int open_parent(int root, const char *path, const char **name, int make, uid_t uid,
+                       gid_t gid)
 {
+    char parent[AT_PATH_MAX + 1];
     const char *slash = strrchr(path, '/');
     if (strlen(path) > AT_PATH_MAX || !*path)
         return -EINVAL;
-    if (!slash) {
-        parent[0] = '\0';
-        *name = path;
-        return 0;
-    }
-    memcpy(parent, path, (size_t)(slash - path));
-    parent[slash - path] = '\0';
-    *name = slash + 1;
-    return 0;
+    size_t n = slash ? (size_t)(slash - path) : 0;
+    memcpy(parent, path, n);
+    parent[n] = '\0';
+    *name = slash ? slash + 1 : path;
+    int rc = make && n ? fs_mkdirs(root, parent, uid, gid) : 0;
+    return rc ? rc : open_beneath(root, parent, O_PATH | O_DIRECTORY, 0);
 }
 
 static void fill(fs_file_t *f, const struct stat *st)
@@ -56,7 +57,6 @@ static void fill(fs_file_t *f, const struct stat *st)
     f->size = st->st_size;
     f->mtime_ns = (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
     f->mode = st->st_mode & 07777;
-    f->is_dir = S_ISDIR(st->st_mode);
 }
 
 static void hex(const unsigned char md[32], char out[AT_SHA256_HEX + 1])
@@ -69,23 +69,13 @@ static void hex(const unsigned char md[32], char out[AT_SHA256_HEX + 1])
     out[AT_SHA256_HEX] = '\0';
 }
 
-int fs_root_open(const char *dir)
-{
-    int fd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
-    return fd < 0 ? neg() : fd;
-}
-
 int fs_lstat(int root, const char *path, struct stat *st)
 {
-    char parent[AT_PATH_MAX + 1];
     const char *name;
-    int rc = split(path, parent, &name);
-    if (rc)
-        return rc;
-    int dir = open_beneath(root, parent, O_PATH | O_DIRECTORY, 0);
+    int dir = open_parent(root, path, &name, 0, 0, 0);
     if (dir < 0)
         return dir;
-    rc = fstatat(dir, name, st, AT_SYMLINK_NOFOLLOW) ? neg() : 0;
+    int rc = fstatat(dir, name, st, AT_SYMLINK_NOFOLLOW) ? neg() : 0;
     close(dir);
     return rc;
 }
@@ -223,11 +213,8 @@ int fs_mkdirs(int root, const char *path, uid_t uid, gid_t gid)
             continue;
         memcpy(cur, path, i);
         cur[i] = '\0';
-        char parent[AT_PATH_MAX + 1];
         const char *name;
-        if (split(cur, parent, &name) != 0)
-            return -EINVAL;
-        int dir = open_beneath(root, parent, O_PATH | O_DIRECTORY, 0);
+        int dir = open_parent(root, cur, &name, 0, 0, 0);
         if (dir < 0)
             return dir;
         int rc = mkdirat(dir, name, 0755);
@@ -258,14 +245,8 @@ static int write_all(int fd, const char *p, size_t len)
 int fs_write_atomic(int root, const char *path, const void *data, size_t len, mode_t mode,
                     uid_t uid, gid_t gid, fs_file_t *f)
 {
-    char parent[AT_PATH_MAX + 1];
     const char *name;
-    int rc = split(path, parent, &name);
-    if (rc)
-        return rc;
-    if (parent[0] && (rc = fs_mkdirs(root, parent, uid, gid)) != 0)
-        return rc;
-    int dir = open_beneath(root, parent, O_PATH | O_DIRECTORY, 0);
+    int rc, dir = open_parent(root, path, &name, 1, uid, gid);
     if (dir < 0)
         return dir;
     char tmp[64];
@@ -349,12 +330,8 @@ static int empty_dir(int dir, int depth)
 
 int fs_remove(int root, const char *path)
 {
-    char parent[AT_PATH_MAX + 1];
     const char *name;
-    int rc = split(path, parent, &name);
-    if (rc)
-        return rc;
-    int dir = open_beneath(root, parent, O_PATH | O_DIRECTORY, 0);
+    int rc, dir = open_parent(root, path, &name, 0, 0, 0);
     if (dir < 0)
         return dir;
     if (unlinkat(dir, name, 0) == 0) {
@@ -378,24 +355,16 @@ int fs_remove(int root, const char *path)
 
 int fs_rename(int root, const char *from, const char *to, uid_t uid, gid_t gid)
 {
-    char fp[AT_PATH_MAX + 1], tp[AT_PATH_MAX + 1];
     const char *fname, *tname;
-    int rc = split(from, fp, &fname);
-    if (!rc)
-        rc = split(to, tp, &tname);
-    if (!rc && tp[0])
-        rc = fs_mkdirs(root, tp, uid, gid);
-    if (rc)
-        return rc;
-    int fd = open_beneath(root, fp, O_PATH | O_DIRECTORY, 0);
+    int fd = open_parent(root, from, &fname, 0, 0, 0);
     if (fd < 0)
         return fd;
-    int td = open_beneath(root, tp, O_PATH | O_DIRECTORY, 0);
+    int td = open_parent(root, to, &tname, 1, uid, gid);
     if (td < 0) {
         close(fd);
         return td;
     }
-    rc = renameat(fd, fname, td, tname) != 0 ? neg() : 0;
+    int rc = renameat(fd, fname, td, tname) != 0 ? neg() : 0;
     close(fd);
     close(td);
     return rc;

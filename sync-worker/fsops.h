@@ -23,11 +23,7 @@ typedef struct fs_file {
     int64_t size;
     int64_t mtime_ns;
     mode_t mode; /* permission bits */
-    int is_dir;
 } fs_file_t;
-
-/* The volume's root, O_PATH|O_DIRECTORY; -errno. */
-int fs_root_open(const char *dir);
 
 /* lstat of path: -ENOENT, else 0 with *st (a symlink is reported as one). */
 int fs_lstat(int root, const char *path, struct stat *st);

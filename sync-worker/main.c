@@ -12,7 +12,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "atelier/events.h"
 #include "atelier/log.h"
 #include "atelier/util.h"
 #include "load.h"
@@ -53,11 +52,6 @@ int sync_open_volume(const char *dir)
         return -1;
     }
     return fd;
-}
-
-void sync_publish(const char *session, json_t *ev)
-{
-    at_event_publish(at_worker_redis(sync_g.w), session, ev);
 }
 
 static int sync_init(at_worker_t *w)

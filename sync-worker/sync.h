@@ -32,8 +32,4 @@ int sync_volume_dir(const char *volume, char *out, size_t cap);
  * there (a running session's); -1 otherwise. Blocking: on the pool. */
 int sync_open_volume(const char *dir);
 
-/* Publish a session event {"type":..., "sessionId", "timestamp", ...} on ev:{session}
- * (ev is stolen). */
-void sync_publish(const char *session, json_t *ev);
-
 #endif

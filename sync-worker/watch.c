@@ -13,6 +13,7 @@
 #include <sys/inotify.h>
 #include <unistd.h>
 
+#include "atelier/events.h"
 #include "atelier/ignore.h"
 #include "atelier/log.h"
 #include "atelier/path.h"
@@ -405,7 +406,7 @@ static void batch_end(batch_t *b);
 static void publish(vol_t *v, json_t *ev)
 {
     for (int i = 0; i < v->nsessions; i++)
-        sync_publish(v->sessions[i], json_deep_copy(ev));
+        at_event_publish(at_worker_redis(sync_g.w), v->sessions[i], json_deep_copy(ev));
     json_decref(ev);
 }
 
