@@ -16,9 +16,23 @@
 #define MAX_EXTRA_HEADERS 12
 #define WRITE_CHUNK 65536
 
-static const char *const kept_headers[] = {"authorization", "x-api-key",   "content-type",
-                                           "if-match",      "origin",      "cookie",
-                                           "accept",        "x-request-id"};
+/* The request headers kept, with the token of those lws parses itself
+ * (lws_hdr_custom_copy finds only the ones it has no token for). */
+static const struct {
+    const char *name;
+    int token; /* -1: none */
+} kept_headers[] = {
+    {"authorization", WSI_TOKEN_HTTP_AUTHORIZATION},
+    {"x-api-key", -1},
+    {"content-type", WSI_TOKEN_HTTP_CONTENT_TYPE},
+    {"if-match", WSI_TOKEN_HTTP_IF_MATCH},
+    {"if-none-match", WSI_TOKEN_HTTP_IF_NONE_MATCH},
+    {"accept-encoding", WSI_TOKEN_HTTP_ACCEPT_ENCODING},
+    {"origin", WSI_TOKEN_ORIGIN},
+    {"cookie", WSI_TOKEN_HTTP_COOKIE},
+    {"accept", WSI_TOKEN_HTTP_ACCEPT},
+    {"x-request-id", -1},
+};
 #define N_KEPT (sizeof kept_headers / sizeof kept_headers[0])
 
 struct at_req {
@@ -159,7 +173,7 @@ const char *req_query(const at_req_t *r, const char *name)
 const char *req_header(const at_req_t *r, const char *name)
 {
     for (size_t i = 0; i < N_KEPT; i++)
-        if (!strcmp(kept_headers[i], name))
+        if (!strcmp(kept_headers[i].name, name))
             return r->headers[i];
     return NULL;
 }
@@ -391,22 +405,12 @@ static void capture(at_req_t *r, struct lws *wsi, const char *uri)
         r->query[r->nquery++] = strdup(buf);
     }
     for (size_t i = 0; i < N_KEPT; i++) {
-        char name[40];
         int n;
-        if (!strcmp(kept_headers[i], "authorization"))
-            n = lws_hdr_copy(wsi, buf, sizeof buf, WSI_TOKEN_HTTP_AUTHORIZATION);
-        else if (!strcmp(kept_headers[i], "content-type"))
-            n = lws_hdr_copy(wsi, buf, sizeof buf, WSI_TOKEN_HTTP_CONTENT_TYPE);
-        else if (!strcmp(kept_headers[i], "origin"))
-            n = lws_hdr_copy(wsi, buf, sizeof buf, WSI_TOKEN_ORIGIN);
-        else if (!strcmp(kept_headers[i], "cookie"))
-            n = lws_hdr_copy(wsi, buf, sizeof buf, WSI_TOKEN_HTTP_COOKIE);
-        else if (!strcmp(kept_headers[i], "accept"))
-            n = lws_hdr_copy(wsi, buf, sizeof buf, WSI_TOKEN_HTTP_ACCEPT);
-        else if (!strcmp(kept_headers[i], "if-match"))
-            n = lws_hdr_copy(wsi, buf, sizeof buf, WSI_TOKEN_HTTP_IF_MATCH);
-        else {
-            int nl = snprintf(name, sizeof name, "%s:", kept_headers[i]);
+        if (kept_headers[i].token >= 0) {
+            n = lws_hdr_copy(wsi, buf, sizeof buf, (enum lws_token_indexes)kept_headers[i].token);
+        } else {
+            char name[40];
+            int nl = snprintf(name, sizeof name, "%s:", kept_headers[i].name);
             n = lws_hdr_custom_copy(wsi, buf, sizeof buf, name, nl);
         }
         if (n > 0)
@@ -499,6 +503,13 @@ static int finish_response(struct lws *wsi, pss_t *pss)
     return lws_http_transaction_completed(wsi) ? -1 : 0;
 }
 
+/* HEAD, and a 304 (answered with the body of its 200, for the same
+ * Content-Length, as RFC 9110 wants): the headers only. */
+static int no_body(const at_req_t *r)
+{
+    return r->method == HTTP_HEAD || r->status == 304;
+}
+
 /* Write what is pending; returns -1 to close the connection. */
 static int write_response(struct lws *wsi, pss_t *pss)
 {
@@ -536,7 +547,7 @@ static int write_response(struct lws *wsi, pss_t *pss)
             if (lws_finalize_http_header(wsi, &p, end))
                 return -1;
             size_t hl = (size_t)(p - start);
-            size_t body = r->method == HTTP_HEAD ? 0 : r->resp_len;
+            size_t body = no_body(r) ? 0 : r->resp_len;
             if ((size_t)(end - p) >= body) {
                 if (body)
                     memcpy(p, r->resp, body);
@@ -550,7 +561,7 @@ static int write_response(struct lws *wsi, pss_t *pss)
             return -1;
         }
         r->headers_sent = 1;
-        if (r->method == HTTP_HEAD)
+        if (no_body(r))
             r->resp_off = r->resp_len;
         if (r->pull) {
             lws_callback_on_writable(wsi);

@@ -43,7 +43,8 @@ const char *req_path(const at_req_t *req);
 /* Decoded query parameter, or NULL. */
 const char *req_query(const at_req_t *req, const char *name);
 /* Request header by lower-case name (a fixed set is kept: authorization,
- * x-api-key, content-type, if-match, origin, cookie, accept, x-request-id). */
+ * x-api-key, content-type, if-match, if-none-match, accept-encoding, origin,
+ * cookie, accept, x-request-id). */
 const char *req_header(const at_req_t *req, const char *name);
 const char *req_body(const at_req_t *req, size_t *len);
 /* Path parameter captured by the route ({name} segments, in order). */
@@ -59,7 +60,9 @@ json_t *req_json_body(at_req_t *req);
 /* The same, but an empty body is an empty object. */
 json_t *req_json_body_optional(at_req_t *req);
 
-/* Answers. body is taken (malloc'd); content_type NULL means JSON. */
+/* Answers. body is taken (malloc'd); content_type NULL means JSON. A 304
+ * is given the body its 200 would have: it sends that Content-Length and
+ * no body (as HEAD does). */
 void req_send(at_req_t *req, int status, const char *content_type, char *body, size_t len);
 /* body is not taken: it must outlive the request (static or cached). */
 void req_send_static(at_req_t *req, int status, const char *content_type, const char *body,

@@ -68,6 +68,12 @@ static const route_t routes[] = {
     {GET, "/openapi.json", route_openapi, AUTH_PUBLIC, BODY_SMALL},
     {GET, "/docs", route_docs, AUTH_PUBLIC, BODY_SMALL},
     {GET, "/docs/{asset*}", route_docs_asset, AUTH_PUBLIC, BODY_SMALL},
+    /* the web IDE: one page for the client's routes, and its bundle */
+    {GET, "/", route_web_page, AUTH_PUBLIC, BODY_SMALL},
+    {GET, "/login", route_web_page, AUTH_PUBLIC, BODY_SMALL},
+    {GET, "/register", route_web_page, AUTH_PUBLIC, BODY_SMALL},
+    {GET, "/w/{id}", route_web_page, AUTH_PUBLIC, BODY_SMALL},
+    {GET, "/assets/{name}", route_web_asset, AUTH_PUBLIC, BODY_SMALL},
 };
 #define N_ROUTES (sizeof routes / sizeof routes[0])
 

@@ -83,5 +83,8 @@ void route_ws_ticket(at_req_t *req);
 void route_openapi(at_req_t *req);
 void route_docs(at_req_t *req);
 void route_docs_asset(at_req_t *req);
+/* routes_web.c: the web IDE */
+void route_web_page(at_req_t *req);
+void route_web_asset(at_req_t *req);
 
 #endif

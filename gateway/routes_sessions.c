@@ -889,9 +889,9 @@ void route_session_list(at_req_t *req)
     session_list(req, scope, include_terminated, limit, offset, render_session_array, NULL);
 }
 
-/* POST /api/sessions {"user_id"?, "name"?, "language"?}: a session with a
- * new workspace of its own. user_id must be the caller's (a service key
- * must name one). */
+/* POST /api/sessions {"user_id"?, "name"?, "language"?, "tier"?}: a
+ * session with a new workspace of its own, on the given tier (default
+ * small). user_id must be the caller's (a service key must name one). */
 void route_session_create(at_req_t *req)
 {
     json_t *body = req_json_body_optional(req);
@@ -900,7 +900,10 @@ void route_session_create(at_req_t *req)
     json_t *juid = json_object_get(body, "user_id");
     json_t *jname = json_object_get(body, "name");
     json_t *jlang = json_object_get(body, "language");
+    json_t *jtier = json_object_get(body, "tier");
     const char *name = json_string_value(jname), *language = json_string_value(jlang);
+    const char *tier = jtier && !json_is_null(jtier) ? json_string_value(jtier) : "small";
+    int tier_cpu, tier_mem;
     char named[24] = "";
     if (juid && !json_is_null(juid) && (!json_is_integer(juid) || json_integer_value(juid) <= 0)) {
         req_error(req, 422, "user_id must be a positive integer");
@@ -911,6 +914,8 @@ void route_session_create(at_req_t *req)
     } else if (jlang && !json_is_null(jlang) && !language_ok(language)) {
         req_error(req, 422, "language must be a name of 1..%d letters, digits or +#._-",
                   SESSION_LANGUAGE_MAX);
+    } else if (!tier || !session_tier(req, tier, &tier_cpu, &tier_mem)) {
+        req_error(req, 422, "tier must be one of the configured tiers (small, standard, large)");
     } else {
         if (json_is_integer(juid))
             snprintf(named, sizeof named, "%lld", (long long)json_integer_value(juid));
@@ -918,7 +923,7 @@ void route_session_create(at_req_t *req)
         if (scope == 0)
             req_error(req, 422, "user_id is required when acting with a service key");
         else if (scope > 0)
-            session_create(req, scope, NULL, NULL, "small", name, language, render_session);
+            session_create(req, scope, NULL, NULL, tier, name, language, render_session);
     }
     json_decref(body);
 }

@@ -32,6 +32,7 @@ static struct {
     at_io_timer_t *timer;
     char me[96];
     int sweeping;
+    int stopped; /* watchset_stop ran: a sweep still in flight starts nothing */
 } S;
 
 typedef struct candidate {
@@ -76,7 +77,9 @@ static void leased(at_redis_t *rc, redisReply *reply, void *arg)
     (void)rc;
     lease_req_t *l = arg;
     sweep_t *sw = l->sw;
-    if (reply && reply->type == REDIS_REPLY_INTEGER && reply->integer == 1) {
+    if (S.stopped) {
+        /* shutting down: the pool is gone, no new watch may start */
+    } else if (reply && reply->type == REDIS_REPLY_INTEGER && reply->integer == 1) {
         if (watch_start(l->c.ws, l->c.dir, (const char(*)[37])l->c.sessions, l->c.nsessions) == 0)
             at_strlcpy(sw->listed[sw->nlisted++], l->c.ws, sizeof sw->listed[0]);
     } else if (!reply || reply->type == REDIS_REPLY_ERROR) {
@@ -168,6 +171,7 @@ int watchset_start(void)
 
 void watchset_stop(void)
 {
+    S.stopped = 1;
     at_io_timer_free(S.timer);
     S.timer = NULL;
 }

@@ -468,6 +468,11 @@ def test_compose_stack_scales_and_is_healthy(dockerd):
         assert "/api/sessions" in _get_json(base + "/openapi.json")["paths"]
         with urllib.request.urlopen(base + "/docs/redoc.standalone.js", timeout=10) as r:
             assert r.status == 200 and len(r.read()) > 100000
+        # the web IDE's bundle, when `make deps` built it on the host, is in the image
+        if (REPO / "gateway" / "web" / "dist" / "index.html").exists():
+            with urllib.request.urlopen(base + "/w/" + sess["uuid"], timeout=10) as r:
+                assert r.status == 200 and "text/html" in r.headers["content-type"]
+                assert r.read() == (REPO / "gateway" / "web" / "dist" / "index.html").read_bytes()
 
         # The session-manager container can make a bubblewrap sandbox (the
         # capabilities docker-compose.yml grants it are enough).

@@ -249,6 +249,16 @@ def test_create_for_another_user_is_403_and_changes_nothing(stack):
     assert r.status_code == 201 and r.json()["user_id"] == a["id"]
 
 
+def test_create_takes_a_tier_with_its_resources(stack):
+    stack.start("gateway", env=dict(FAST, ATELIER_TIERS="small=500:512,standard=1000:1024,large=2000:4096"))
+    user, h = stack.new_user()
+    for tier, cpu, mem in (("standard", 1000, 1024), ("large", 2000, 4096), ("small", 500, 512)):
+        r = create(stack, h, name=tier, tier=tier)
+        assert r.status_code == 201, r.text
+        s = r.json()
+        assert (s["tier"], s["cpu_millis"], s["memory_mb"]) == (tier, cpu, mem)
+
+
 def test_create_rejects_bad_input_without_changing_anything(stack):
     stack.start("gateway", env=FAST)
     user, h = stack.new_user()
@@ -273,6 +283,9 @@ def test_create_rejects_bad_input_without_changing_anything(stack):
         (json.dumps({"language": 3}).encode(), 422),
         (json.dumps({"language": "py thon"}).encode(), 422),
         (json.dumps({"language": "x" * 33}).encode(), 422),
+        (json.dumps({"tier": "huge"}).encode(), 422),
+        (json.dumps({"tier": 2}).encode(), 422),
+        (json.dumps({"tier": ""}).encode(), 422),
     ]
     for body, status in cases:
         r = stack.post("/api/sessions", data=body, headers=jh)

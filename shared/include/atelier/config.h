@@ -155,12 +155,16 @@
     X(INT, max_files_per_workspace, "ATELIER_MAX_FILES", NULL, "10000", 1, 10000000,               \
       "Files and folders one workspace may hold.")                                                 \
     X(STR, workspace_url_template, "ATELIER_WORKSPACE_URL", NULL,                                  \
-      "http://127.0.0.1:8080/#/session/{uuid}", 0, 0,                                              \
-      "The `workspace_url` answered for a session; `{uuid}` is replaced by the session uuid.")     \
+      "http://127.0.0.1:8080/w/{uuid}", 0, 0,                                                      \
+      "The `workspace_url` answered for a session (its page in the web IDE); `{uuid}` is "         \
+      "replaced by the session uuid.")                                                             \
     X(STR, web_root, "ATELIER_WEB_ROOT", NULL, "", 0, 0,                                           \
-      "Folder the gateway serves static assets from (`/docs` reads "                               \
-      "`docs/node_modules/redoc/bundles/` under it). Empty: the source tree's `gateway/` "         \
-      "folder compiled in, where `make deps` installs them.")
+      "Folder the gateway serves static files from: the web IDE's bundle `web/dist/` (`/`, "       \
+      "`/login`, `/register`, `/w/{id}`, `/assets/`) and Redoc's "                                 \
+      "`docs/node_modules/redoc/bundles/` (`/docs`). Each file is read once and kept in memory "   \
+      "(at most 1024 files, 64 MiB, 16 MiB each): a rebuilt bundle is served after a restart of "  \
+      "the gateway; a missing file is looked for again every 2 s. Empty: the source tree's "       \
+      "`gateway/` folder compiled in, where `make deps` installs and builds them.")
 
 typedef struct at_config {
 #define AT_CFG_FIELD_STR(f) char *f;
