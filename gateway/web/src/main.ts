@@ -6,7 +6,7 @@ import { loadToken, onUnauthorized } from './api';
 import { authPage } from './auth';
 import { dashboardPage, rememberRecent } from './dashboard';
 import { h, initTheme, toast } from './dom';
-import { load } from './assets';
+import { load, preload } from './assets';
 import { navigate, startRouter } from './router';
 
 interface WorkspaceModule { mountWorkspace(root: HTMLElement, uuid: string): () => void }
@@ -33,10 +33,12 @@ startRouter((path, params) => {
     const w = /^\/w\/([0-9a-fA-F-]{36})$/.exec(path);
     if (w) {
         rememberRecent(w[1]);
+        preload('editor'); // Monaco is the largest part: fetch it beside the workspace's code
         let unmount: (() => void) | null = null;
         let gone = false;
         root.replaceChildren(h('p.boot', {}, 'Opening workspace…'));
         load<WorkspaceModule>('workspace').then((m) => {
+            performance.mark('atelier:workspace-code');
             if (!gone) unmount = m.mountWorkspace(root, w[1]);
         }).catch((e) => {
             root.replaceChildren(h('p.boot.form-error', {}, `Cannot load the workspace: ${e.message}. Reload to try again.`));

@@ -34,7 +34,16 @@ async function openWorkspace(page, uuid) {
             .then(() => { editorMs = Date.now() - t0; }),
         waitTerminal(page, /\$\s*$/m, 30000).then(() => { termMs = Date.now() - t0; }),
     ]);
-    return { editorMs, termMs, usableMs: Math.max(editorMs, termMs) };
+    const marks = await page.evaluate(() => Object.fromEntries(performance.getEntriesByType('mark')
+        .filter((m) => m.name.startsWith('atelier:')).map((m) => [m.name.slice(8), Math.round(m.startTime)])));
+    return { editorMs, termMs, usableMs: Math.max(editorMs, termMs), marks };
+}
+
+/** p50 of each of the page's own marks (ms from navigation start) over runs. */
+function markTable(runs) {
+    const names = [...new Set(runs.flatMap((r) => Object.keys(r)))];
+    return names.map((n) => [n, pct(runs.map((r) => r[n]).filter((v) => v !== undefined), 50)])
+        .sort((a, b) => a[1] - b[1]).map(([n, v]) => `${n} ${v}`).join(', ');
 }
 
 const browser = await launch();
@@ -71,6 +80,8 @@ try {
     if (heap) console.log(`workspace page JS heap: ${(heap / 1048576).toFixed(1)} MB`);
     await screenshot(page, out, 'workspace');
 
+    const coldMarks = [];
+    const warmMarks = [];
     const cold = [];
     const coldEd = [];
     const coldTerm = [];
@@ -79,7 +90,7 @@ try {
         const p = await c.newPage();
         await p.addInitScript((t) => sessionStorage.setItem('atelier.token', t), token);
         const r = await openWorkspace(p, uuid);
-        cold.push(r.usableMs); coldEd.push(r.editorMs); coldTerm.push(r.termMs);
+        cold.push(r.usableMs); coldEd.push(r.editorMs); coldTerm.push(r.termMs); coldMarks.push(r.marks);
         await c.close();
     }
     const warm = [];
@@ -87,10 +98,12 @@ try {
     const warmTerm = [];
     for (let i = 0; i < RUNS; i++) {
         const r = await openWorkspace(page, uuid);
-        warm.push(r.usableMs); warmEd.push(r.editorMs); warmTerm.push(r.termMs);
+        warm.push(r.usableMs); warmEd.push(r.editorMs); warmTerm.push(r.termMs); warmMarks.push(r.marks);
     }
     console.log(`open workspace URL -> editor + terminal prompt, cold cache: ${fmt(cold)} (editor ${fmt(coldEd)}; terminal ${fmt(coldTerm)})`);
     console.log(`open workspace URL -> editor + terminal prompt, warm cache: ${fmt(warm)} (editor ${fmt(warmEd)}; terminal ${fmt(warmTerm)}); goal <= 1000 ms`);
+    console.log(`  where the time goes, cold (p50 ms after navigation start): ${markTable(coldMarks)}`);
+    console.log(`  where the time goes, warm: ${markTable(warmMarks)}`);
 
     // ---- create -> usable terminal ----
     const create = [];

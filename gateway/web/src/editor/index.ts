@@ -3,7 +3,7 @@
 // matching, multi-cursor, comments, suggestions...), the tokenizers of the
 // languages people keep in a workspace, and Vim keys on demand.
 import * as monaco from 'monaco-editor/editor/editor.api.js';
-import 'monaco-editor/features/register.all.js';
+import './features';
 import './languages';
 import { initVimMode } from 'monaco-vim';
 

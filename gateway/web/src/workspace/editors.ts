@@ -34,6 +34,7 @@ let editorModule: Promise<EditorModule> | null = null;
 export function loadMonaco(): Promise<EditorModule> {
     if (!editorModule) {
         editorModule = load<EditorModule>('editor').then((m) => {
+            performance.mark('atelier:monaco-code');
             m.setupEnvironment(asset('editor.worker').js);
             return m;
         });
@@ -69,6 +70,7 @@ export class Editors {
         this.ready = loadMonaco().then((m) => {
             this.mod = m;
             this.editor = m.createEditor(this.host, theme() === 'dark');
+            performance.mark('atelier:editor-created');
             this.editor.addCommand(m.saveKey, () => { if (this.active) this.save(this.active, true); });
             this.editor.onDidChangeModelContent(() => this.changed());
             onTheme((t) => m.setDark(t === 'dark'));
@@ -134,6 +136,7 @@ export class Editors {
         this.tabs.push(tab);
         this.tabsEl.append(tab.button);
         this.activate(tab, focus);
+        performance.mark('atelier:file-shown');
     }
 
     /** The open tabs and the active one, kept per workspace for the next visit. */

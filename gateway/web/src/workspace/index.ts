@@ -123,6 +123,7 @@ export function mountWorkspace(root: HTMLElement, uuid: string): () => void {
             name.textContent = session.name || 'Untitled';
             document.title = `${session.name || 'Workspace'} · Atelier`;
             setStatus(session.status, session.status_message ?? undefined);
+            if (!performance.getEntriesByName('atelier:session-status').length) performance.mark('atelier:session-status');
         } catch (e) {
             if (!alive) return;
             if (e instanceof ApiError && e.status === 404) {

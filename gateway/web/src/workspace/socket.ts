@@ -97,6 +97,7 @@ export class Socket {
         const ws = new WebSocket(url);
         this.ws = ws;
         ws.onopen = () => {
+            if (!performance.getEntriesByName('atelier:socket-open').length) performance.mark('atelier:socket-open');
             this.backoff = BACKOFF_MIN_MS;
             this.setState('open');
             this.send({ type: 'subscribe', sessionId: this.sessionId });

@@ -253,6 +253,7 @@ export class Terminals {
                 tab.lastSeq = m.seq;
             }
             tab.term.write(m.output);
+            if (!performance.getEntriesByName('atelier:terminal-output').length) performance.mark('atelier:terminal-output');
         } else if (m.type === 'terminal_exit') {
             tab.exited = true;
             tab.term.write(`\r\n\x1b[2m[exited${m.code === 129 ? ': the session stopped' : ` with code ${m.code}`}; press Enter for a new shell]\x1b[0m\r\n`);
