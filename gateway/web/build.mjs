@@ -13,10 +13,11 @@
 import * as esbuild from 'esbuild';
 import fs from 'node:fs';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { gzipSync, constants } from 'node:zlib';
 
 const dev = process.argv.includes('--dev');
-const here = path.dirname(new URL(import.meta.url).pathname);
+const here = path.dirname(fileURLToPath(import.meta.url));
 const out = path.join(here, 'dist');
 const assets = path.join(out, 'assets');
 

@@ -91,6 +91,23 @@ const scenarios = {
         await until('autosave', async () => (await fileContent(token, s.json.uuid, 'script.py')) === 'x = 1\nprint(x)', 10000);
         log(`autosaved ${Date.now() - t0} ms after the last keystroke`);
         await page.getByTestId('save-state').filter({ hasText: 'All changes saved' }).waitFor();
+
+        // typed, then the page reloads at once (before the autosave's second):
+        // the text is there after the reload, saved or restored
+        await typeInEditor(page, 'print("typed just before a reload")');
+        await page.reload();
+        await waitReady(page);
+        await page.locator('[data-testid=editor-tab][data-path="script.py"].active').waitFor();
+        await until('the text typed before the reload', async () => (await editorText(page)).includes('typed just before a reload'));
+        await until('it saved', async () => (await fileContent(token, s.json.uuid, 'script.py')) === 'print("typed just before a reload")');
+        log('text typed just before a reload was kept and saved');
+
+        // the same when leaving for the dashboard right after typing
+        await typeInEditor(page, 'print("typed before leaving")');
+        await page.locator('a.brand').click();
+        await page.getByTestId('new-session').waitFor();
+        await until('saved after leaving', async () => (await fileContent(token, s.json.uuid, 'script.py')) === 'print("typed before leaving")');
+        log('text typed just before leaving the page was saved');
     },
 
     /** Two writers: the editor's save gets 412 and the user is asked. Then an
@@ -254,6 +271,12 @@ const scenarios = {
         await until('notes.md gone', async () => (await treeItem(page, 'src/lib/notes.md').count()) === 0);
         if ((await page.locator('[data-testid=editor-tab][data-path="src/lib/notes.md"]').count()) !== 0) throw new Error('the tab of a deleted file stayed');
         if ((await fileContent(token, uuid, 'src/lib/notes.md')) !== null) throw new Error('not deleted');
+        await treeItem(page, 'src').hover();
+        await page.locator('.tree-row', { has: treeItem(page, 'src') }).getByTestId('delete-file').click();
+        await page.getByTestId('dialog-confirm').click();
+        await until('src gone', async () => (await treeItem(page, 'src').count()) === 0);
+        if ((await api(url, token, 'GET', `/api/workspace/${uuid}/files/src/data.csv`)).status !== 404) throw new Error('the folder was not deleted');
+        log('deleted a folder with files in it');
         await page.getByTestId('vim-toggle').click();
         await openFile(page, 'script.py');
         await page.getByTestId('vim-status').filter({ hasText: /NORMAL|--/ }).waitFor();

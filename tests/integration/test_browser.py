@@ -7,9 +7,9 @@ The scenario talks to this side on its stdout/stdin: a line `@@restart-gateway`
 asks for the gateway to be restarted (same port), answered with `ok`."""
 import os
 import pathlib
-import select
-import shutil
+import queue
 import subprocess
+import threading
 import time
 
 import pytest
@@ -59,20 +59,20 @@ def run_scenario(stack, name, timeout=180):
     p = subprocess.Popen(["node", str(SCENARIOS), name, stack.url, str(OUT)],
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                          text=True, bufsize=1, cwd=str(ROOT))
-    lines = []
+    lines = queue.Queue()  # the scenario's output, line by line (None: it ended)
+    threading.Thread(target=lambda: ([lines.put(l) for l in p.stdout], lines.put(None)),
+                     daemon=True).start()
+    seen = []
     deadline = time.monotonic() + timeout
     try:
         while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError("scenario %s took over %d s:\n%s" % (name, timeout, "".join(lines)))
-            ready, _, _ = select.select([p.stdout], [], [], min(left, 1.0))
-            if not ready:
-                continue
-            line = p.stdout.readline()
-            if not line:
+            try:
+                line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError("scenario %s took over %d s:\n%s" % (name, timeout, "".join(seen)))
+            if line is None:
                 break
-            lines.append(line)
+            seen.append(line)
             if line.startswith("@@restart-gateway"):
                 restart_gateway(stack)
                 p.stdin.write("ok\n")
@@ -82,7 +82,7 @@ def run_scenario(stack, name, timeout=180):
         if p.poll() is None:
             p.kill()
             p.wait()
-    out = "".join(lines)
+    out = "".join(seen)
     print(out)
     assert rc == 0, "scenario %s failed (screenshot: %s/%s.png):\n%s" % (name, OUT, name, out)
     assert (OUT / ("%s.png" % name)).exists()
@@ -95,7 +95,7 @@ def test_new_user_scenario(ide):
     run_scenario(ide, "newUser")
 
 
-def test_autosave(ide):
+def test_autosave_and_no_text_lost_on_reload(ide):
     run_scenario(ide, "autosave")
 
 

@@ -62,6 +62,17 @@ function forget(): void {
     store()?.removeItem(USER_KEY);
 }
 
+/** What this browser remembers for the user (recent sessions, open tabs,
+ *  terminal ids, unsaved editor text): gone at logout, so the next user of
+ *  the browser sees none of it. (An expired token keeps it: the text is
+ *  restored after the next login.) */
+function forgetLocal(): void {
+    try {
+        for (const k of Object.keys(localStorage))
+            if (/^atelier\.(recent|tabs\.|terms\.|unsaved\.)/.test(k)) localStorage.removeItem(k);
+    } catch { /* private mode */ }
+}
+
 /** "Bad request" from the API's {"detail": ...}, or the status text. */
 function detailOf(status: number, body: unknown, fallback: string): string {
     if (body && typeof body === 'object' && 'detail' in body) {
@@ -77,6 +88,7 @@ export interface RequestOptions {
     headers?: Record<string, string>;
     raw?: boolean;             // return the Response itself
     signal?: AbortSignal;
+    keepalive?: boolean;       // outlive the page (a save started as it unloads)
 }
 
 export async function request<T = unknown>(method: string, path: string, opts: RequestOptions = {}): Promise<T> {
@@ -91,7 +103,7 @@ export async function request<T = unknown>(method: string, path: string, opts: R
     }
     let res: Response;
     try {
-        res = await fetch(path, { method, headers, body, signal: opts.signal, cache: 'no-store' });
+        res = await fetch(path, { method, headers, body, signal: opts.signal, cache: 'no-store', keepalive: opts.keepalive });
     } catch (e) {
         if ((e as Error).name === 'AbortError') throw e;
         throw new ApiError(0, 'Cannot reach the server: check your connection');
@@ -126,6 +138,7 @@ export async function register(email: string, password: string, username?: strin
 export async function logout(): Promise<void> {
     try { await request('POST', '/api/users/logout'); } catch { /* the token goes either way */ }
     forget();
+    forgetLocal();
 }
 
 /** A single-use WebSocket ticket (30 s): browsers cannot send headers on an upgrade. */
@@ -136,10 +149,6 @@ export async function wsTicket(): Promise<string> {
 /** A path made safe for the URL, one segment at a time. */
 export function filePath(p: string): string {
     return p.split('/').map(encodeURIComponent).join('/');
-}
-
-export function authHeader(): Record<string, string> {
-    return token ? { Authorization: 'Bearer ' + token } : {};
 }
 
 /** Save a response's body as a download (a link to a blob: the token is a

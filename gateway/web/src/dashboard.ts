@@ -26,7 +26,7 @@ function recent(): string[] {
 
 export function dashboardPage(root: HTMLElement): () => void {
     const user = currentUser();
-    const list = h('ul.sessions', { 'data-testid': 'session-list', 'aria-live': 'polite' });
+    const list = h('ul.sessions', { 'data-testid': 'session-list' });
     const recentBox = h('section.recent', { 'aria-label': 'Recent sessions' });
     const empty = h('p.muted.empty', { hidden: true }, 'No sessions yet. Create one to get a workspace with a terminal and an editor.');
     const newBtn = h('button.primary', { type: 'button', 'data-testid': 'new-session', onclick: () => wizard() }, '+ New session');
@@ -69,7 +69,12 @@ export function dashboardPage(root: HTMLElement): () => void {
             ...rec.map((s) => h('a.recent-link', { href: `/w/${s.uuid}`, 'data-link': true }, s.name || s.uuid.slice(0, 8),
                 h(`span.status.${statusKind(s.status)}`, {}, statusLabel(s.status)))));
         const sorted = [...sessions].sort((a, b) => (b.last_activity ?? b.created_at).localeCompare(a.last_activity ?? a.created_at));
+        // the list is redrawn every few seconds: keep the keyboard where it was
+        const had = list.contains(document.activeElement) ? document.activeElement as HTMLElement : null;
+        const uuid = had?.closest<HTMLElement>('.session')?.dataset.uuid;
+        const testid = had?.dataset.testid;
         list.replaceChildren(...sorted.map(card));
+        if (uuid) list.querySelector<HTMLElement>(`.session[data-uuid="${uuid}"] [data-testid="${testid}"]`)?.focus();
     }
 
     function card(s: Session): HTMLElement {
@@ -87,7 +92,7 @@ export function dashboardPage(root: HTMLElement): () => void {
         return h('li.session', { 'data-testid': 'session', 'data-uuid': s.uuid, 'data-status': s.status },
             h('div.session-main', {},
                 h('a.session-name', { href: `/w/${s.uuid}`, 'data-link': true, 'data-testid': 'open-session' }, s.name || 'Untitled'),
-                h(`span.status.${statusKind(s.status)}`, { 'data-testid': 'session-status' }, statusLabel(s.status)),
+                h(`span.status.${statusKind(s.status)}`, { 'data-testid': 'session-status', role: 'status' }, statusLabel(s.status)),
                 s.status_message && s.status === 'error' ? h('span.muted', {}, s.status_message) : null),
             h('div.session-meta.muted', {},
                 `${s.tier}${s.cpu_millis ? ` · ${s.cpu_millis / 1000} CPU` : ''}${s.memory_mb ? ` · ${s.memory_mb} MB` : ''}`,

@@ -145,8 +145,13 @@ export function setTheme(t: Theme): void {
     for (const f of themeListeners) f(t);
 }
 
-export function onTheme(f: (t: Theme) => void): void {
+/** Call f on each theme change; returns the unsubscribe. */
+export function onTheme(f: (t: Theme) => void): () => void {
     themeListeners.push(f);
+    return () => {
+        const i = themeListeners.indexOf(f);
+        if (i >= 0) themeListeners.splice(i, 1);
+    };
 }
 
 export function themeButton(): HTMLButtonElement {

@@ -22,7 +22,7 @@ onUnauthorized(() => {
 startRouter((path, params) => {
     const authed = loadToken() !== null;
     if (path === '/login' || path === '/register') {
-        if (authed) { navigate(params.get('next') || '/', true); return; }
+        if (authed) { navigate(safeNext(params.get('next')), true); return; }
         authPage(root, path === '/login' ? 'login' : 'register', safeNext(params.get('next')));
         return;
     }
@@ -31,6 +31,7 @@ startRouter((path, params) => {
         return;
     }
     const w = /^\/w\/([0-9a-fA-F-]{36})$/.exec(path);
+    if (w && w[1] !== w[1].toLowerCase()) { navigate(path.toLowerCase(), true); return; }
     if (w) {
         rememberRecent(w[1]);
         preload('editor'); // Monaco is the largest part: fetch it beside the workspace's code
@@ -49,7 +50,7 @@ startRouter((path, params) => {
     return dashboardPage(root);
 });
 
-/** Only same-site paths: ?next= must not send the user elsewhere. */
+/** Only this site's paths: ?next= must not send the user elsewhere. */
 function safeNext(n: string | null): string {
-    return n && n.startsWith('/') && !n.startsWith('//') ? n : '/';
+    return n && /^\/(?![/\\])[^\\]*$/.test(n) ? n : '/';
 }

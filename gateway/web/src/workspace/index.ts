@@ -23,7 +23,8 @@ export function mountWorkspace(root: HTMLElement, uuid: string): () => void {
     const socket = new Socket(uuid);
     const editors = new Editors(uuid, (p) => tree.setOpen(p));
     const tree = new FileTree(uuid, {
-        open: (p) => { editors.open(p); if (window.innerWidth < 720) layout.classList.remove('show-files'); },
+        open: (p) => { editors.open(p); if (narrow.matches) showFiles(false); },
+        settle: (p) => editors.settle(p),
         moved: (a, b) => editors.renamed(a, b),
         deleted: (p) => editors.deleted(p),
     });
@@ -38,8 +39,14 @@ export function mountWorkspace(root: HTMLElement, uuid: string): () => void {
         onclick: () => { editors.setVim(!editors.vimOn); vimLabel(); } }, 'Vim');
     const vimLabel = () => vimBtn.setAttribute('aria-pressed', String(editors.vimOn));
     editors.ready.then(vimLabel, () => {});
-    const filesBtn = h('button.icon.files-toggle', { type: 'button', 'aria-label': 'Show files', title: 'Files',
-        onclick: () => layout.classList.toggle('show-files') }, '☰');
+    const narrow = window.matchMedia('(max-width: 720px)'); // the CSS's phone layout
+    const filesBtn = h('button.icon.files-toggle', { type: 'button', 'aria-label': 'Files', title: 'Files',
+        'aria-expanded': 'false', onclick: () => showFiles(!layout.classList.contains('show-files')) }, '☰');
+    function showFiles(on: boolean): void {
+        layout.classList.toggle('show-files', on);
+        filesBtn.setAttribute('aria-expanded', String(on));
+        if (on) tree.el.querySelector<HTMLElement>('.tree-item, button')?.focus();
+    }
 
     const layout = h('div.workspace', {},
         tree.el,
@@ -71,12 +78,12 @@ export function mountWorkspace(root: HTMLElement, uuid: string): () => void {
             setStatus(m.status, m.message);
         } else if (m.type === 'file_changed') {
             tree.refresh();
-            if (m.change === 'many') editors.manyChanged(m.paths);
+            if (m.change === 'many') editors.manyChanged(m.paths, m.count ?? 0);
             else if (typeof m.path === 'string') editors.fileChanged(m.path, m.change, m.sha256);
             if (m.change === 'conflict') toast(`Both changed ${m.path}: the other version is kept as ${m.conflictPath}`, 'error', 10000);
             if (m.change === 'error') toast(`${m.path ?? 'A file'} did not sync: ${m.message}`, 'error', 10000);
-        } else if (m.type === 'status' && m.oom) {
-            toast('A process in the sandbox ran out of memory and was stopped.', 'error');
+        } else if (m.type === 'oom') {
+            toast('A program in the sandbox ran out of memory and was stopped (the session\'s memory limit).', 'error', 10000);
         }
     });
 
@@ -136,12 +143,29 @@ export function mountWorkspace(root: HTMLElement, uuid: string): () => void {
         }
     }
 
+    /* Ctrl+S saves everything; F6 / Shift+F6 moves between files, editor and
+     * terminal (the terminal keeps Tab for the shell, Monaco for indenting);
+     * Escape closes the files panel on a phone. */
+    const panes = () => [tree.el, editors.el, terminals.el];
     const onKey = (e: KeyboardEvent) => {
         if ((e.ctrlKey || e.metaKey) && e.key.toLowerCase() === 's') { e.preventDefault(); editors.saveAll(); }
+        else if (e.key === 'F6') {
+            e.preventDefault();
+            const list = panes();
+            const at = list.findIndex((p) => p.contains(document.activeElement));
+            const next = list[(at + (e.shiftKey ? list.length - 1 : 1) + list.length) % list.length];
+            if (next === tree.el && narrow.matches) showFiles(true);
+            const target = next.querySelector<HTMLElement>('.xterm-helper-textarea, .monaco-editor textarea, .tree-item, button');
+            target?.focus();
+        } else if (e.key === 'Escape' && layout.classList.contains('show-files')) {
+            showFiles(false);
+            filesBtn.focus();
+        }
     };
     const onLeave = (e: BeforeUnloadEvent) => {
         if (!editors.anyUnsaved()) return;
-        editors.saveAll();
+        editors.stashNow(); // restored on the next visit if the saves do not make it
+        editors.saveAll(true, true);
         e.preventDefault();
         e.returnValue = '';
     };
@@ -169,7 +193,6 @@ export function mountWorkspace(root: HTMLElement, uuid: string): () => void {
         window.clearTimeout(pollTimer);
         window.removeEventListener('keydown', onKey);
         window.removeEventListener('beforeunload', onLeave);
-        editors.saveAll();
         socket.close();
         terminals.dispose();
         editors.dispose();

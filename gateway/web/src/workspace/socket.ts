@@ -11,9 +11,13 @@ const BACKOFF_MIN_MS = 250;
 const BACKOFF_MAX_MS = 5000;
 const REQUEST_TIMEOUT_MS = 15000;
 const PING_MS = 20000;
+const SILENT_MAX_MS = 45000; // nothing heard for this long (not even a pong): the link is dead
 
 export class Socket {
     state: ConnState = 'connecting';
+    /** Counts connections: what was attached on an older one must attach again. */
+    generation = 0;
+    private heardAt = 0;
     private ws: WebSocket | null = null;
     private backoff = BACKOFF_MIN_MS;
     private retryTimer = 0;
@@ -57,7 +61,7 @@ export class Socket {
         });
     }
 
-    /** Drop the connection and dial again at once (tests, "Reconnect" button). */
+    /** Drop the connection and dial again at once. */
     reconnectNow(): void {
         this.backoff = BACKOFF_MIN_MS;
         window.clearTimeout(this.retryTimer);
@@ -72,6 +76,16 @@ export class Socket {
         window.clearInterval(this.pingTimer);
         this.ws?.close(1000);
         this.ws = null;
+        this.failWaiting();
+    }
+
+    /** Everyone waiting for an answer gets a `disconnected` error. */
+    private failWaiting(): void {
+        for (const [id, w] of this.waiting) {
+            window.clearTimeout(w.timer);
+            w.resolve({ type: 'error', code: 'disconnected', message: 'connection lost', id });
+        }
+        this.waiting.clear();
     }
 
     private setState(s: ConnState): void {
@@ -99,13 +113,19 @@ export class Socket {
         ws.onopen = () => {
             if (!performance.getEntriesByName('atelier:socket-open').length) performance.mark('atelier:socket-open');
             this.backoff = BACKOFF_MIN_MS;
+            this.generation++;
+            this.heardAt = Date.now();
             this.setState('open');
-            this.send({ type: 'subscribe', sessionId: this.sessionId });
+            // ?sessionId= already subscribes this connection to the session's events
             window.clearInterval(this.pingTimer);
-            this.pingTimer = window.setInterval(() => this.send({ type: 'ping' }), PING_MS);
+            this.pingTimer = window.setInterval(() => {
+                if (Date.now() - this.heardAt > SILENT_MAX_MS) ws.close(); // half-open: dial again
+                else this.send({ type: 'ping' });
+            }, PING_MS);
             for (const f of this.openListeners) f();
         };
         ws.onmessage = (ev) => {
+            this.heardAt = Date.now();
             if (typeof ev.data !== 'string') return;
             let m: Msg;
             try { m = JSON.parse(ev.data); } catch { return; }
@@ -121,11 +141,7 @@ export class Socket {
             if (this.ws !== ws) return;
             this.ws = null;
             window.clearInterval(this.pingTimer);
-            for (const [id, w] of this.waiting) {
-                window.clearTimeout(w.timer);
-                w.resolve({ type: 'error', code: 'disconnected', message: 'connection lost', id });
-            }
-            this.waiting.clear();
+            this.failWaiting();
             this.retry();
         };
     }

@@ -1,8 +1,10 @@
 // Terminal tabs: xterm.js over the workspace socket. Each tab is one
 // terminal of the session (bash in the sandbox). Terminals outlive the page:
-// their ids are kept in sessionStorage, and a reload or a reconnect attaches
-// again with the last seq seen, so the server replays exactly what was
-// missed.
+// a reload or a reconnect attaches again with the last seq seen, so the
+// server replays exactly what was
+// missed. The ids are kept in localStorage, so every browser tab of the
+// same workspace shows the same terminals (any number of clients may follow
+// one) instead of each opening shells of its own.
 import { Terminal } from '@xterm/xterm';
 import { FitAddon } from '@xterm/addon-fit';
 import '@xterm/xterm/css/xterm.css';
@@ -22,6 +24,8 @@ interface Tab {
     lastSeq: number;
     opening: boolean;
     attached: boolean; // this connection may send it input
+    attachedGen: number; // the socket generation it was attached (or asked) on
+    retries: number;
     pending: string;   // input typed while not attached
     exited: boolean;
     term: Terminal;
@@ -41,50 +45,58 @@ export class Terminals {
     private ready = false;
     private storeKey: string;
     private resizeObs: ResizeObserver;
+    private closing: string[] = []; // terminal_close to send once connected
+    private unTheme: () => void;
+    private disposed = false;
 
     constructor(private socket: Socket, private sessionId: string) {
         this.storeKey = `atelier.terms.${sessionId}`;
-        this.tabsEl = h('div.tabs', { role: 'tablist', 'aria-label': 'Terminals' });
+        this.tabsEl = h('div.tabs', { 'aria-label': 'Terminals' });
         this.body = h('div.term-body');
         this.el = h('section.terminals', { 'aria-label': 'Terminals' },
             h('div.tabbar', {}, this.tabsEl,
                 h('button.icon', { type: 'button', title: 'New terminal', 'aria-label': 'New terminal',
-                    'data-testid': 'new-terminal', onclick: () => this.add(true) }, '+')),
+                    'data-testid': 'new-terminal', onclick: () => this.add(true, null, '', true) }, '+')),
             this.body);
         this.resizeObs = new ResizeObserver(() => this.fitActive());
         this.resizeObs.observe(this.body);
         socket.onMessage((m) => this.onMessage(m));
-        socket.onOpen(() => this.attachAll());
+        socket.onOpen(() => {
+            for (const id of this.closing.splice(0)) socket.send({ type: 'terminal_close', terminalId: id });
+            this.attachAll();
+        });
         socket.onState((st) => { if (st !== 'open') for (const t of this.tabs) t.attached = false; });
-        onTheme(() => { for (const t of this.tabs) t.term.options.theme = theme() === 'dark' ? DARK : LIGHT; });
-        for (const saved of this.load()) this.add(false, saved.id, saved.title);
+        this.unTheme = onTheme(() => { for (const t of this.tabs) t.term.options.theme = theme() === 'dark' ? DARK : LIGHT; });
+        for (const saved of this.load()) this.add(false, saved.id, saved.title, false);
     }
 
     /** The session became ready (pod_ready): open what waits, or a first terminal. */
     sessionReady(ready: boolean): void {
         this.ready = ready;
         if (!ready) return;
-        if (this.tabs.length === 0) this.add(true);
+        if (this.tabs.length === 0) this.add(true, null, '', false);
         else this.attachAll();
     }
 
     dispose(): void {
+        this.disposed = true;
+        this.unTheme();
         this.resizeObs.disconnect();
         for (const t of this.tabs) t.term.dispose();
     }
 
-    focus(): void { this.active?.term.focus(); }
-
     private load(): { id: string; title: string }[] {
-        try { return JSON.parse(sessionStorage.getItem(this.storeKey) || '[]'); } catch { return []; }
+        try { return JSON.parse(localStorage.getItem(this.storeKey) || '[]'); } catch { return []; }
     }
 
     private save(): void {
         const list = this.tabs.filter((t) => t.terminalId).map((t) => ({ id: t.terminalId, title: t.title }));
-        try { sessionStorage.setItem(this.storeKey, JSON.stringify(list)); } catch { /* full or private */ }
+        try { localStorage.setItem(this.storeKey, JSON.stringify(list)); } catch { /* full or private */ }
     }
 
-    private add(activate: boolean, terminalId: string | null = null, title = ''): void {
+    /** A new tab: attached to terminalId, or opening a new shell. focus:
+     *  the user asked for it (not a tab restored or made on load). */
+    private add(activate: boolean, terminalId: string | null, title: string, focus: boolean): void {
         if (this.tabs.length >= MAX_TABS) { toast(`At most ${MAX_TABS} terminal tabs`, 'error'); return; }
         const key = this.nextKey++;
         const term = new Terminal({
@@ -97,35 +109,33 @@ export class Terminals {
         const el = h('div.term', { 'data-testid': 'terminal', hidden: true });
         const tab: Tab = {
             key, title: title || `Terminal ${key}`, terminalId, lastSeq: 0, opening: false, attached: false, pending: '',
-            exited: false,
+            attachedGen: 0, retries: 0, exited: false,
             term, fit, el, button: h('span'), size: { cols: 80, rows: 24 },
         };
-        tab.button = h('div.tab', { role: 'tab', tabindex: '0', 'data-testid': 'terminal-tab',
-            onclick: () => this.activate(tab),
-            onkeydown: (e: Event) => { if ((e as KeyboardEvent).key === 'Enter') this.activate(tab); } },
-            h('span.tab-title', {}, tab.title),
+        tab.button = h('div.tab', { 'data-testid': 'terminal-tab' },
+            h('button.tab-title', { type: 'button', onclick: () => this.activate(tab, true) }, tab.title),
             h('button.tab-close', { type: 'button', title: 'Close terminal', 'aria-label': `Close ${tab.title}`,
-                onclick: (e: Event) => { e.stopPropagation(); this.close(tab); } }, '×'));
+                onclick: () => this.close(tab) }, '×'));
         this.tabsEl.append(tab.button);
         this.body.append(el);
         term.open(el);
         term.onData((data) => this.input(tab, data));
         term.attachCustomKeyEventHandler((e) => this.clipboardKeys(tab, e));
         this.tabs.push(tab);
-        if (activate || !this.active) this.activate(tab);
+        if (activate || !this.active) this.activate(tab, focus);
         if (terminalId) this.attach(tab);
         else this.open(tab);
     }
 
-    private activate(tab: Tab): void {
+    private activate(tab: Tab, focus: boolean): void {
         this.active = tab;
         for (const t of this.tabs) {
             t.el.hidden = t !== tab;
             t.button.classList.toggle('active', t === tab);
-            t.button.setAttribute('aria-selected', String(t === tab));
+            t.button.querySelector('.tab-title')?.setAttribute('aria-current', String(t === tab));
         }
         this.fitActive();
-        tab.term.focus();
+        if (focus) tab.term.focus();
     }
 
     private fitActive(): void {
@@ -144,6 +154,7 @@ export class Terminals {
     private async open(tab: Tab): Promise<void> {
         if (tab.opening || !this.ready || !this.socket.isOpen) return;
         tab.opening = true;
+        tab.attachedGen = this.socket.generation;
         if (this.active === tab) tab.fit.fit();
         const m = await this.socket.request({ type: 'terminal_open', sessionId: this.sessionId,
             cols: tab.term.cols, rows: tab.term.rows }).catch((e) => ({ type: 'error', message: String(e.message) } as Msg));
@@ -153,9 +164,12 @@ export class Terminals {
             return;
         }
         if (m.type !== 'terminal_opened') {
-            if (m.code !== 'disconnected' && m.code !== 'session_not_ready')
-                tab.term.write(`\r\n\x1b[31m[cannot open a terminal: ${m.message ?? m.code}]\x1b[0m\r\n`);
-            return; // tried again on the next pod_ready or reconnect
+            tab.attachedGen = 0;
+            if (m.code !== 'disconnected' && m.code !== 'session_not_ready') {
+                tab.term.write(`\r\n\x1b[31m[cannot open a terminal: ${m.message ?? m.code}; trying again]\x1b[0m\r\n`);
+                this.retry(tab);
+            }
+            return; // else tried again on the next pod_ready or reconnect
         }
         tab.terminalId = m.terminalId;
         tab.lastSeq = 0;
@@ -166,21 +180,40 @@ export class Terminals {
         this.attached(tab);
     }
 
+    /** Try a failed open or attach again later (while the tab lives). */
+    private retry(tab: Tab): void {
+        const ms = Math.min(1000 * 2 ** tab.retries++, 15000);
+        window.setTimeout(() => {
+            if (this.disposed || !this.tabs.includes(tab) || tab.exited) return;
+            if (tab.terminalId) this.attach(tab);
+            else this.open(tab);
+        }, ms);
+    }
+
     private attach(tab: Tab): void {
-        if (!tab.terminalId || !this.socket.isOpen) return;
+        if (!tab.terminalId || !this.socket.isOpen || tab.attachedGen === this.socket.generation) return;
+        tab.attachedGen = this.socket.generation;
         this.socket.request({ type: 'terminal_attach', terminalId: tab.terminalId, lastSeq: tab.lastSeq })
             .then((m) => {
-                if (m.type === 'error' && (m.code === 'terminal_not_found' || m.code === 'terminal_closed')) {
+                if (this.disposed || !this.tabs.includes(tab)) return;
+                if (m.type === 'error' && m.code !== 'terminal_not_found' && m.code !== 'terminal_closed') {
+                    tab.attachedGen = 0;
+                    if (m.code !== 'disconnected') {
+                        tab.term.write(`\r\n\x1b[33m[cannot attach: ${m.message ?? m.code}; trying again]\x1b[0m\r\n`);
+                        this.retry(tab);
+                    }
+                } else if (m.type === 'error') {
                     tab.terminalId = null;
                     this.save();
                     tab.term.write('\r\n\x1b[2m[that terminal has ended; starting a new one]\x1b[0m\r\n');
                     this.open(tab);
                 } else if (m.type === 'terminal_attached') {
+                    tab.retries = 0;
                     tab.size = { cols: 0, rows: 0 };
                     this.sendSize(tab);
                     this.attached(tab);
                 }
-            }).catch(() => { /* reconnect attaches again */ });
+            }).catch(() => { tab.attachedGen = 0; /* the next connection attaches again */ });
     }
 
     /** The connection may send tab's input: send what was typed meanwhile. */
@@ -193,7 +226,7 @@ export class Terminals {
 
     private attachAll(): void {
         for (const t of this.tabs) {
-            t.attached = false;
+            if (t.attachedGen !== this.socket.generation) t.attached = false;
             if (t.terminalId && !t.exited) this.attach(t);
             else if (!t.terminalId && !t.exited) this.open(t);
         }
@@ -208,6 +241,7 @@ export class Terminals {
             !this.socket.send({ type: 'terminal_input', sessionId: this.sessionId, terminalId: tab.terminalId, input: data })) {
             tab.attached = false;
             if (tab.pending.length + data.length <= PENDING_INPUT_MAX) tab.pending += data;
+            else tab.term.write('\r\n\x1b[33m[not connected: typing dropped]\x1b[0m\r\n');
         }
     }
 
@@ -223,7 +257,8 @@ export class Terminals {
             return false;
         }
         if (k === 'v' && e.shiftKey) {
-            navigator.clipboard?.readText().then((t) => tab.term.paste(t)).catch(() => toast('The browser did not allow reading the clipboard: use Ctrl+V', 'error'));
+            if (!navigator.clipboard?.readText) return true; // not a secure origin: the browser's own paste
+            navigator.clipboard.readText().then((t) => tab.term.paste(t)).catch(() => toast('The browser did not allow reading the clipboard: use Ctrl+V', 'error'));
             e.preventDefault();
             return false;
         }
@@ -231,7 +266,8 @@ export class Terminals {
     }
 
     private close(tab: Tab): void {
-        if (tab.terminalId && !tab.exited) this.socket.send({ type: 'terminal_close', terminalId: tab.terminalId });
+        if (tab.terminalId && !tab.exited && !this.socket.send({ type: 'terminal_close', terminalId: tab.terminalId }))
+            this.closing.push(tab.terminalId);
         tab.term.dispose();
         tab.el.remove();
         tab.button.remove();
@@ -239,7 +275,7 @@ export class Terminals {
         this.save();
         if (this.active === tab) {
             this.active = null;
-            if (this.tabs.length) this.activate(this.tabs[this.tabs.length - 1]);
+            if (this.tabs.length) this.activate(this.tabs[this.tabs.length - 1], true);
         }
     }
 

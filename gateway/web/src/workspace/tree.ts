@@ -9,6 +9,7 @@ interface Node { entry: FileEntry; children: Map<string, Node> }
 
 export interface TreeEvents {
     open(path: string): void;
+    settle(path: string): Promise<void>; // before a move: saves of files under path are done
     moved(from: string, to: string): void;
     deleted(path: string): void;
 }
@@ -40,10 +41,10 @@ export class FileTree {
             onchange: () => { if (this.upload.files?.length) this.uploadFiles([...this.upload.files], this.targetFolder()); this.upload.value = ''; } });
         const tool = (label: string, title: string, testid: string, f: () => void) =>
             h('button.icon', { type: 'button', title, 'aria-label': title, 'data-testid': testid, onclick: f }, label);
-        this.list = h('ul.tree', { role: 'tree', 'aria-label': 'Files', 'data-testid': 'file-tree' });
+        this.list = h('ul.tree', { 'aria-label': 'Files', 'data-testid': 'file-tree' });
         this.el = h('nav.files', { 'aria-label': 'Files' },
             h('div.files-head', {}, h('span.files-title', {}, 'Files'),
-                tool('＋', 'New file', 'new-file', () => this.newFile()),
+                tool('+', 'New file', 'new-file', () => this.newFile()),
                 tool('⊞', 'New folder', 'new-folder', () => this.newFolder()),
                 tool('⇪', 'Upload files', 'upload', () => this.upload.click()),
                 tool('⇩', 'Download the workspace as a zip', 'download-zip',
@@ -123,7 +124,15 @@ export class FileTree {
         };
         walk(this.root, 0);
         if (!rows.length) rows.push(h('li.muted.tree-empty', {}, 'No files yet. Create one, or drop files here.'));
+        // a re-render (a program writing files) must not take the keyboard away
+        const had = this.list.contains(document.activeElement) ? document.activeElement as HTMLElement : null;
+        const path = had?.closest('.tree-row')?.querySelector<HTMLElement>('.tree-item')?.dataset.path;
+        const testid = had?.dataset.testid;
         this.list.replaceChildren(...rows);
+        if (path !== undefined) {
+            const row = this.list.querySelector(`.tree-item[data-path="${CSS.escape(path)}"]`)?.closest('.tree-row');
+            row?.querySelector<HTMLElement>(`[data-testid="${testid}"]`)?.focus();
+        }
     }
 
     private row(n: Node, depth: number): HTMLElement {
@@ -131,7 +140,7 @@ export class FileTree {
         const folder = e.type === 'folder';
         const open = this.expanded.has(e.path);
         const item = h('button.tree-item', {
-            type: 'button', role: 'treeitem', 'data-path': e.path, 'data-type': e.type, 'data-testid': 'tree-item',
+            type: 'button', 'data-path': e.path, 'data-type': e.type, 'data-testid': 'tree-item',
             'aria-expanded': folder ? String(open) : undefined, draggable: 'true',
             style: `padding-left:${0.5 + depth * 0.9}rem`,
             title: folder ? e.path : `${e.path} · ${e.size} bytes`,
@@ -155,7 +164,7 @@ export class FileTree {
         const act = (label: string, title: string, testid: string, f: () => void) =>
             h('button.icon.small', { type: 'button', title, 'aria-label': `${title} ${e.name}`, 'data-testid': testid,
                 onclick: (ev: Event) => { ev.stopPropagation(); f(); } }, label);
-        return h('li.tree-row', { role: 'none' }, item,
+        return h('li.tree-row', {}, item,
             h('span.tree-actions', {},
                 folder ? null : act('⇩', 'Download', 'download-file',
                     () => download(`/api/workspace/${this.ws}/download/${filePath(e.path)}`, e.name).catch((x) => this.fail(x))),
@@ -206,6 +215,10 @@ export class FileTree {
         if (!p) return;
         if (this.has(p)) { this.events.open(p); return; }
         try {
+            // made since the tree was read (by a program, say)? then open it, never empty it
+            const exists = await request('GET', `/api/workspace/${this.ws}/files/${filePath(p)}`).then(() => true,
+                (e) => { if (e instanceof ApiError && e.status === 404) return false; throw e; });
+            if (exists) { await this.refresh(); this.events.open(p); return; }
             await request('PUT', `/api/workspace/${this.ws}/files/${filePath(p)}`, { body: { content: '' } });
             await this.refresh();
             this.events.open(p);
@@ -232,6 +245,7 @@ export class FileTree {
 
     private async move(from: string, to: string): Promise<void> {
         try {
+            await this.events.settle(from);
             await request('POST', `/api/workspace/${this.ws}/move`, { body: { from, to } });
             this.events.moved(from, to);
             this.selected = to;
@@ -245,7 +259,8 @@ export class FileTree {
         const what = e.type === 'folder' ? `the folder “${e.path}” and everything in it` : `“${e.path}”`;
         if (!(await confirmDialog(`Delete ${e.type}`, `Delete ${what}? This cannot be undone.`, 'Delete'))) return;
         try {
-            await request('DELETE', `/api/workspace/${this.ws}/files/${filePath(e.path)}`);
+            await this.events.settle(e.path);
+            await request('DELETE', `/api/workspace/${this.ws}/files/${filePath(e.path)}${e.type === 'folder' ? '?recursive=true' : ''}`);
             this.events.deleted(e.path);
             await this.refresh();
         } catch (x) { this.fail(x); }
