@@ -132,8 +132,16 @@ def test_orphans_go_and_vanished_sandboxes_come_back(stack, rt):
         os.kill(pid, signal.SIGKILL)
     wait_for(lambda: re.search(r"event=session_recovered session=%s .*outcome=restarted" % lost,
                                sm.log()), timeout=15, what="lost sandbox restarted")
-    wait_status(stack, h, lost, "ready")
-    assert exec_api(stack, h, lost, "echo back")["stdout"] == "back\n"
+    # the line is logged before the row goes to loading_files: a `ready` read
+    # right after it may be the old one, and exec then answers 409 until the
+    # restart's load is done
+    def echo_back():
+        r = stack.post("/api/sessions/%s/exec" % lost, json={"command": "echo back"}, headers=h,
+                       timeout=50)
+        assert r.status_code in (200, 409), r.text
+        return r.status_code == 200 and r.json()["stdout"] == "back\n"
+    wait_for(echo_back, timeout=30, interval=0.2, what="exec in the restarted sandbox")
+    assert status_of(stack, h, lost)["status"] == "ready"
 
     # ... or, with ATELIER_RESTART_LOST=false, marked error for the user to wake
     stack.stop(sm)
