@@ -115,6 +115,15 @@ int fop_path(fop_t *op, const char *what, const char *in, size_t len, char *out)
     return 0;
 }
 
+int fop_if_none_match_any(fop_t *op)
+{
+    const char *h = req_header(op->req, "if-none-match");
+    if (!h)
+        return 0;
+    h += strspn(h, " \t");
+    return h[0] == '*' && h[1 + strspn(h + 1, " \t")] == '\0';
+}
+
 void fop_if_match(fop_t *op)
 {
     const char *h = req_header(op->req, "if-match");

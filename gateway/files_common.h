@@ -103,6 +103,8 @@ void fop_param_int(fop_t *op, int64_t value);
 int fop_path(fop_t *op, const char *what, const char *in, size_t len, char *out);
 /* Read If-Match into op->if_match ("", "*" or the tag without W/ and quotes). */
 void fop_if_match(fop_t *op);
+/* 1 when the request has If-None-Match: * (write only if nothing is there). */
+int fop_if_none_match_any(fop_t *op);
 
 /* Run the statement (sql is a literal: it is kept for fop_retry); on a busy
  * pool answers 503 and frees op. Parameters must live as long as op. */

@@ -447,7 +447,7 @@ static void preflight(at_req_t *r)
     }
     req_add_header(r, "access-control-allow-methods", allow);
     req_add_header(r, "access-control-allow-headers",
-                   "Authorization, Content-Type, X-API-Key, If-Match, X-Request-Id");
+                   "Authorization, Content-Type, X-API-Key, If-Match, If-None-Match, X-Request-Id");
     req_add_header(r, "access-control-max-age", "600");
     req_send(r, 204, "text/plain", NULL, 0);
 }

@@ -21,7 +21,8 @@
  * Each change is ONE statement: the change, its audit_log row and, when the
  * workspace has live sessions (status loading_files or ready), one `push`
  * job row per such session commit together; the jobs then go on q:sync
- * (files_push_jobs). Writes go through ws_put_file (shared/sql/002_files.sql),
+ * (files_push_jobs). Writes go through ws_write_file (shared/sql/006: If-None-Match:
+ * *, create only) and ws_put_file (shared/sql/002_files.sql),
  * whose AT409/AT412/AT507 errors become 409/412/507 (req_db_fail).
  */
 #include <stdio.h>
@@ -82,7 +83,7 @@ enum { C_FOUND, C_TYPE, C_ID, C_PATH, C_TEXT, C_B64, C_SIZE, C_MODIFIED, C_SHA, 
  * $13 If-Match, $14 item limit. */
 #define PUT_SQL                                                                                    \
     "WITH " WS_CTE("$4", "$5", "$6") ", "                                                          \
-    "p AS (SELECT w.id AS ws, f.* FROM w, LATERAL ws_put_file(w.id, $7::text, $8::text, "          \
+    "p AS (SELECT w.id AS ws, f.* FROM w, LATERAL ws_write_file(w.id, $7::text, $8::text, "          \
     "      $9::bytea, $10::text, $11::bigint, $12::int, $13::text, $14::int) f), "                 \
     "a AS (" AUDIT_FROM("file.write", "p.ws::text || ':' || $7::text",                             \
         "json_build_object('size', $11::bigint, 'sha256', $10::text, "                             \
@@ -438,6 +439,14 @@ void route_file_put(at_req_t *req)
         return;
     }
     fop_if_match(op);
+    if (fop_if_none_match_any(op)) {
+        if (op->if_match[0]) {
+            req_error(req, 412, "If-Match and If-None-Match: * cannot both hold for %s", op->path);
+            fop_free(op);
+            return;
+        }
+        strcpy(op->if_match, "!"); /* create only: ws_write_file */
+    }
     at_sha256_hex(c.text ? (const void *)c.text : (const void *)c.bin, c.len, op->sha);
     op->size = (int64_t)c.len;
     fop_param(op, op->path); /* $7 */

@@ -377,6 +377,27 @@ def test_etag_and_if_match_stop_a_second_editor(stack):
     assert "doc.md" not in items(stack, w.id)
 
 
+def test_if_none_match_star_creates_only(stack):
+    """If-None-Match: * writes only a new file: an existing one answers 412
+    and is left as it was (version, content, audit); the new one is made."""
+    w = open_workspace(stack)
+    assert w.put("have.py", "mine").status_code == 200
+    before = items(stack, w.id)["have.py"]
+    for family in ("files", "file"):
+        r = w.put("have.py", "", headers={"If-None-Match": "*"}, family=family)
+        assert r.status_code == 412 and "exists" in r.json()["detail"], r.text
+    assert items(stack, w.id)["have.py"] == before
+    assert w.get("have.py").json()["content"] == "mine"
+    assert len(stack.audit("file.write")) == 1
+
+    r = w.put("fresh.py", "new", headers={"If-None-Match": "*"})
+    assert r.status_code == 200 and r.json()["created"] is True
+    assert w.get("fresh.py").json()["content"] == "new"
+    # both preconditions at once cannot hold
+    r = w.put("other.py", "x", headers={"If-None-Match": "*", "If-Match": "*"})
+    assert r.status_code == 412 and "other.py" not in items(stack, w.id)
+
+
 def test_file_size_limit_is_exact(stack):
     limit = 1024
     w = open_workspace(stack, env={"MAX_FILE_SIZE": str(limit)})

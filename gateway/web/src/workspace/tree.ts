@@ -215,11 +215,12 @@ export class FileTree {
         if (!p) return;
         if (this.has(p)) { this.events.open(p); return; }
         try {
-            // made since the tree was read (by a program, say)? then open it, never empty it
-            const exists = await request('GET', `/api/workspace/${this.ws}/files/${filePath(p)}`).then(() => true,
-                (e) => { if (e instanceof ApiError && e.status === 404) return false; throw e; });
-            if (exists) { await this.refresh(); this.events.open(p); return; }
-            await request('PUT', `/api/workspace/${this.ws}/files/${filePath(p)}`, { body: { content: '' } });
+            // create only: a file made since the tree was read (by a program,
+            // say) answers 412 and is opened, never emptied
+            await request('PUT', `/api/workspace/${this.ws}/files/${filePath(p)}`,
+                { body: { content: '' }, headers: { 'If-None-Match': '*' } }).catch((e) => {
+                if (!(e instanceof ApiError && e.status === 412)) throw e;
+            });
             await this.refresh();
             this.events.open(p);
         } catch (e) { this.fail(e); }
