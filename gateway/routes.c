@@ -32,6 +32,7 @@ static const route_t routes[] = {
     {POST, "/api/ws-ticket", route_ws_ticket, AUTH_USER, BODY_SMALL},
     /* sessions: FastAPI family */
     {GET, "/api/sessions", route_session_list, AUTH_USER, BODY_SMALL},
+    {GET, "/api/tiers", route_tiers, AUTH_USER, BODY_SMALL},
     {POST, "/api/sessions", route_session_create, AUTH_USER, BODY_SMALL},
     {GET, "/api/sessions/{uuid}", route_session_get, AUTH_USER, BODY_SMALL},
     {DEL, "/api/sessions/{uuid}", route_session_delete, AUTH_USER, BODY_SMALL},

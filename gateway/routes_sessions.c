@@ -889,6 +889,31 @@ void route_session_list(at_req_t *req)
     session_list(req, scope, include_terminated, limit, offset, render_session_array, NULL);
 }
 
+/* GET /api/tiers: the sizes a session can have (ATELIER_TIERS, in its
+ * order), for a create form to offer: [{"name", "cpu_millis", "memory_mb"}]. */
+void route_tiers(at_req_t *req)
+{
+    const char *list = req_gw(req)->cfg.tiers;
+    json_t *out = json_array();
+    for (const char *p = list; out && p && *p;) {
+        size_t len = strcspn(p, ","), nlen = strcspn(p, "=,");
+        char name[64];
+        int cpu, mem;
+        if (nlen < len && nlen < sizeof name) {
+            memcpy(name, p, nlen);
+            name[nlen] = '\0';
+            if (session_tier(req, name, &cpu, &mem))
+                json_array_append_new(out, json_pack("{s:s, s:i, s:i}", "name", name, "cpu_millis",
+                                                     cpu, "memory_mb", mem));
+        }
+        p += len + (p[len] == ',');
+    }
+    if (!out)
+        req_error(req, 503, "Out of memory");
+    else
+        req_json(req, 200, out);
+}
+
 /* POST /api/sessions {"user_id"?, "name"?, "language"?, "tier"?}: a
  * session with a new workspace of its own, on the given tier (default
  * small). user_id must be the caller's (a service key must name one). */

@@ -252,6 +252,12 @@ def test_create_for_another_user_is_403_and_changes_nothing(stack):
 def test_create_takes_a_tier_with_its_resources(stack):
     stack.start("gateway", env=dict(FAST, ATELIER_TIERS="small=500:512,standard=1000:1024,large=2000:4096"))
     user, h = stack.new_user()
+    r = stack.get("/api/tiers", headers=h)
+    assert r.status_code == 200, r.text
+    assert r.json() == [{"name": "small", "cpu_millis": 500, "memory_mb": 512},
+                        {"name": "standard", "cpu_millis": 1000, "memory_mb": 1024},
+                        {"name": "large", "cpu_millis": 2000, "memory_mb": 4096}]
+    assert stack.get("/api/tiers").status_code == 401
     for tier, cpu, mem in (("standard", 1000, 1024), ("large", 2000, 4096), ("small", 500, 512)):
         r = create(stack, h, name=tier, tier=tier)
         assert r.status_code == 201, r.text

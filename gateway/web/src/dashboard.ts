@@ -6,11 +6,15 @@ import { preload } from './assets';
 import { navigate } from './router';
 import { isTransitional, statusKind, statusLabel } from './status';
 
-const TIERS = [
-    { name: 'small', about: 'For scripts and small exercises' },
-    { name: 'standard', about: 'For most projects' },
-    { name: 'large', about: 'For data work and builds' },
-];
+interface Tier { name: string; cpu_millis: number; memory_mb: number }
+
+/** What each size is for, by its usual name (ATELIER_TIERS may name others). */
+const TIER_ABOUT: Record<string, string> = {
+    small: 'For scripts and small exercises',
+    standard: 'For most projects',
+    large: 'For data work and builds',
+};
+
 const RECENT_KEY = 'atelier.recent';
 
 export function rememberRecent(uuid: string): void {
@@ -114,10 +118,18 @@ export function dashboardPage(root: HTMLElement): () => void {
     async function wizard(): Promise<void> {
         const name = h('input', { type: 'text', value: `session-${new Date().toISOString().slice(5, 16).replace(/[-T:]/g, '')}`,
             maxlength: '255', 'data-testid': 'session-name', 'aria-label': 'Name' });
+        let tierList: Tier[];
+        try {
+            tierList = await request<Tier[]>('GET', '/api/tiers');
+        } catch {
+            tierList = Object.keys(TIER_ABOUT).map((n) => ({ name: n, cpu_millis: 0, memory_mb: 0 }));
+        }
         const tiers = h('fieldset.tiers', {}, h('legend', {}, 'Size'),
-            ...TIERS.map((t, i) => h('label.tier', {},
+            ...tierList.map((t, i) => h('label.tier', {},
                 h('input', { type: 'radio', name: 'tier', value: t.name, checked: i === 0, 'data-testid': `tier-${t.name}` }),
-                h('b', {}, t.name), h('span.muted', {}, t.about))));
+                h('b', {}, t.name),
+                t.cpu_millis ? h('span', {}, `${t.cpu_millis / 1000} CPU · ${t.memory_mb >= 1024 ? `${t.memory_mb / 1024} GB` : `${t.memory_mb} MB`}`) : null,
+                h('span.muted', {}, TIER_ABOUT[t.name] ?? ''))));
         const go = await choose('New session', [h('label', {}, 'Name', name), tiers], [
             { label: 'Cancel', value: false, testid: 'dialog-cancel' },
             { label: 'Create', value: true, kind: 'primary', testid: 'create-session' },
