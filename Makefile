@@ -1,7 +1,7 @@
 # Thin wrapper: the real work is in CMake and deploy/local/.
 #   make run    install deps, build Release, run the whole local stack (Ctrl-C stops)
 #   make test   install deps, build with ASan+UBSan, run unit + integration tests
-#   make bench  benchmarks: queue round trip, file API, session lifecycle, terminals, sync (print figures;
+#   make bench  benchmarks: queue round trip, file API, session lifecycle, terminals, sync, web IDE (print figures;
 #               never fail on timing)
 RELEASE_DIR ?= build/release
 TEST_DIR    ?= build/asan
@@ -71,6 +71,7 @@ bench: build
 	ATELIER_BIN_DIR=$(abspath $(RELEASE_DIR)) tests/bench/lifecycle/run
 	ATELIER_BIN_DIR=$(abspath $(RELEASE_DIR)) tests/bench/terminal/run
 	ATELIER_BIN_DIR=$(abspath $(RELEASE_DIR)) tests/bench/sync/run
+	ATELIER_BIN_DIR=$(abspath $(RELEASE_DIR)) tests/bench/web/run
 	tests/bench/hops/run
 
 format:
