@@ -37,6 +37,7 @@ static const route_t routes[] = {
     {GET, "/api/sessions/{uuid}", route_session_get, AUTH_USER, BODY_SMALL},
     {DEL, "/api/sessions/{uuid}", route_session_delete, AUTH_USER, BODY_SMALL},
     {POST, "/api/sessions/{uuid}/exec", route_session_exec, AUTH_USER, BODY_SMALL},
+    {GET, "/api/sessions/{uuid}/terminals", route_session_terminals, AUTH_USER, BODY_SMALL},
     /* sessions: Client API v3.1 family */
     {POST, "/session/create", route_client_create, AUTH_USER, BODY_SMALL},
     {GET, "/session/{uuid}/status", route_client_status, AUTH_USER, BODY_SMALL},

@@ -51,6 +51,7 @@ void route_key_delete(at_req_t *req);
 /* routes_sessions.c: FastAPI family (/api/sessions) */
 void route_session_list(at_req_t *req);
 void route_tiers(at_req_t *req);
+void route_session_terminals(at_req_t *req);
 void route_session_create(at_req_t *req);
 void route_session_get(at_req_t *req);
 void route_session_delete(at_req_t *req);

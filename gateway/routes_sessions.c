@@ -889,6 +889,45 @@ void route_session_list(at_req_t *req)
     session_list(req, scope, include_terminated, limit, offset, render_session_array, NULL);
 }
 
+/* GET /api/sessions/{uuid}/terminals: the session's live terminals (opening
+ * or open), oldest first, for a client to attach to (WS terminal_attach)
+ * instead of opening more shells: [{"id", "status", "cols", "rows",
+ * "created_at"}]. Another user's session, or none, answers 404. */
+static void terminals_listed(PGresult *res, const char *err, void *arg)
+{
+    at_req_t *req = arg;
+    if (err) {
+        req_db_error(req, "terminal_list", err);
+        return;
+    }
+    if (PQgetisnull(res, 0, 0)) {
+        req_error(req, 404, "Session not found");
+        return;
+    }
+    const char *text = PQgetvalue(res, 0, 1);
+    req_send(req, 200, NULL, strdup(text), strlen(text));
+}
+
+void route_session_terminals(at_req_t *req)
+{
+    char uuid[AT_UUID_LEN + 1], sc[24];
+    int64_t scope = auth_scope(req, req_query(req, "user_id"));
+    if (scope < 0 || !session_key(req, req_param(req, 0), uuid))
+        return;
+    snprintf(sc, sizeof sc, "%lld", (long long)scope);
+    const char *p[] = {uuid, sc};
+    if (at_db_query(
+            req_gw(req)->db,
+            "SELECT (SELECT 1 FROM code_sessions s WHERE s.uuid = $1 AND ($2::bigint = 0 OR "
+            "s.user_id = $2::bigint)), (SELECT coalesce(json_agg(json_build_object('id', "
+            "t.id, 'status', t.status, 'cols', t.cols, 'rows', t.rows, 'created_at', " SQL_ISO(
+                "t.created_at") ") ORDER BY t.created_at, t.id), '[]') FROM terminals t "
+                                "WHERE t.session_uuid = $1 AND t.status IN ('opening', "
+                                "'open'))::text",
+            2, p, terminals_listed, req) != AT_OK)
+        req_error(req, 503, "Database busy");
+}
+
 /* GET /api/tiers: the sizes a session can have (ATELIER_TIERS, in its
  * order), for a create form to offer: [{"name", "cpu_millis", "memory_mb"}]. */
 void route_tiers(at_req_t *req)

@@ -172,6 +172,17 @@ const scenarios = {
         const printed = text.split('\n').filter((l) => l.trim() === 'printed-while-away').length;
         if (printed !== 1) throw new Error(`printed ${printed} times, not once:\n${text}`);
         log('reconnected, with what was printed meanwhile, once');
+
+        // another browser (nothing stored) finds the same terminal, not a new shell
+        const other = await page.context().browser().newContext();
+        const page2 = await other.newPage();
+        await page2.addInitScript((t) => sessionStorage.setItem('atelier.token', t), token);
+        await page2.goto(`${url}/w/${s.json.uuid}`);
+        await waitTerminal(page2, /after-42/);
+        const tabs = await page2.getByTestId('terminal-tab').count();
+        if (tabs !== 1) throw new Error(`the other browser shows ${tabs} terminal tabs`);
+        await other.close();
+        log('another browser attached to the same terminal');
     },
 
     /** A wrong password shows the API's detail; the dashboard's actions

@@ -554,6 +554,23 @@ def attach(stack, h, t, last=0, binary=False, port=None, live=True):
     return c
 
 
+def test_a_sessions_live_terminals_are_listed_for_its_user_only(relay):
+    stack, h, t = relay
+    stack.query("INSERT INTO terminals (id, session_uuid, user_id, status) "
+                "SELECT %s, session_uuid, user_id, 'closed' FROM terminals WHERE id = %s",
+                str(uuidlib.uuid4()), t.id)
+    r = stack.get("/api/sessions/%s/terminals" % t.session, headers=h)
+    assert r.status_code == 200, r.text
+    assert [(x["id"], x["status"], x["cols"], x["rows"]) for x in r.json()] == \
+        [(t.id, "open", 80, 24)]
+    assert r.json()[0]["created_at"].endswith("Z")
+    _, other = stack.new_user()
+    assert stack.get("/api/sessions/%s/terminals" % t.session, headers=other).status_code == 404
+    assert stack.get("/api/sessions/%s/terminals" % uuidlib.uuid4(), headers=h).status_code == 404
+    assert stack.get("/api/sessions/nope/terminals", headers=h).status_code == 422
+    assert stack.get("/api/sessions/%s/terminals" % t.session).status_code == 401
+
+
 def test_replay_then_live_has_no_gap_and_no_duplicate(relay):
     stack, h, t = relay
     for i in range(1, 301):

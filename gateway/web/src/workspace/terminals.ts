@@ -8,6 +8,7 @@
 import { Terminal } from '@xterm/xterm';
 import { FitAddon } from '@xterm/addon-fit';
 import '@xterm/xterm/css/xterm.css';
+import { request } from '../api';
 import { h, onTheme, theme, toast } from '../dom';
 import { Msg, Socket } from './socket';
 
@@ -48,6 +49,7 @@ export class Terminals {
     private closing: string[] = []; // terminal_close to send once connected
     private unTheme: () => void;
     private disposed = false;
+    private listed: Promise<void>;
 
     constructor(private socket: Socket, private sessionId: string) {
         this.storeKey = `atelier.terms.${sessionId}`;
@@ -68,14 +70,33 @@ export class Terminals {
         socket.onState((st) => { if (st !== 'open') for (const t of this.tabs) t.attached = false; });
         this.unTheme = onTheme(() => { for (const t of this.tabs) t.term.options.theme = theme() === 'dark' ? DARK : LIGHT; });
         for (const saved of this.load()) this.add(false, saved.id, saved.title, false);
+        this.listed = this.adopt();
+    }
+
+    /** The session's live terminals that this browser does not know yet
+     *  (opened from another machine, say): a tab each, attached. */
+    private async adopt(): Promise<void> {
+        let live: { id: string }[];
+        try {
+            live = await request<{ id: string }[]>('GET', `/api/sessions/${this.sessionId}/terminals`);
+        } catch {
+            return; // the local list serves
+        }
+        if (this.disposed) return;
+        for (const t of live.slice(0, MAX_TABS - this.tabs.length))
+            if (!this.tabs.some((x) => x.terminalId === t.id)) this.add(false, t.id, '', false);
+        this.save();
     }
 
     /** The session became ready (pod_ready): open what waits, or a first terminal. */
     sessionReady(ready: boolean): void {
         this.ready = ready;
         if (!ready) return;
-        if (this.tabs.length === 0) this.add(true, null, '', false);
-        else this.attachAll();
+        this.listed.then(() => {
+            if (this.disposed || !this.ready) return;
+            if (this.tabs.length === 0) this.add(true, null, '', false);
+            else this.attachAll();
+        });
     }
 
     dispose(): void {
