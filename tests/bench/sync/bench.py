@@ -14,7 +14,6 @@ so its CLOCK_MONOTONIC is the host's and the stamps compare directly with
 the driver's. The terminal's own latency is not in any figure: a stamp is
 taken where the event happens and only travels back in the output.
 """
-import argparse
 import base64
 import hashlib
 import importlib.util
@@ -28,9 +27,6 @@ import psycopg2
 import requests
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "..", "integration"))
-from harness import sweep_data_dir  # noqa: E402
-
 # the terminal bench's raw-socket WebSocket client and its helpers
 _spec = importlib.util.spec_from_file_location("terminal_bench",
                                                os.path.join(HERE, "..", "terminal", "bench.py"))
@@ -564,37 +560,12 @@ def cmd_run(a):
         for ws in (b.term, b.evws):
             if ws is not None:
                 ws.close()
-        for u in b.sessions:
-            try:
-                b.http.delete(b.base + "/api/sessions/" + u, timeout=30)
-            except requests.RequestException:
-                pass
-    b.table()
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(b.results, f, indent=1)
-    return 0
-
-
-def cmd_sweep(a):
-    """The exit trap's safety net: what the run's sessions left, by name."""
-    sweep_data_dir(a.data_dir, a.workspaces)
+        tb.finish(b, a)
     return 0
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    sub = p.add_subparsers(dest="cmd", required=True)
-    r = sub.add_parser("run")
-    r.add_argument("--base", required=True)
-    r.add_argument("--sync-pid", type=int, required=True)
-    r.add_argument("--quick", action="store_true", help="smoke run: fewer of everything")
-    r.add_argument("--json", help="also write the figures to this file")
-    for s in (r, sub.add_parser("sweep")):
-        s.add_argument("--data-dir", required=True)
-    sub.choices["sweep"].add_argument("--workspaces", required=True)
-    a = p.parse_args()
-    return cmd_run(a) if a.cmd == "run" else cmd_sweep(a)
+    return tb.cli(__doc__, lambda r: r.add_argument("--sync-pid", type=int, required=True), cmd_run)
 
 
 if __name__ == "__main__":

@@ -511,16 +511,22 @@ def cmd_run(a):
     except Exception as e:  # noqa: BLE001 - a figure is missing, not a failure
         say("\nbench: stopped by %s: %s" % (type(e).__name__, e))
     finally:
-        for u in b.sessions:
-            try:
-                b.http.delete(b.base + "/api/sessions/" + u, timeout=30)
-            except requests.RequestException:
-                pass
+        finish(b, a)
+    return 0
+
+
+def finish(b, a):
+    """The end of a run (also the sync bench's): delete the sessions it
+    made, print the table, write the figures to --json."""
+    for u in b.sessions:
+        try:
+            b.http.delete(b.base + "/api/sessions/" + u, timeout=30)
+        except requests.RequestException:
+            pass
     b.table()
     if a.json:
         with open(a.json, "w") as f:
             json.dump(b.results, f, indent=1)
-    return 0
 
 
 def cmd_sweep(a):
@@ -529,15 +535,14 @@ def cmd_sweep(a):
     return 0
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def cli(doc, run_args, cmd_run):
+    """`run` (--base, --quick, --json, --data-dir and what run_args adds)
+    or `sweep` (--data-dir, --workspaces); returns the command's exit code."""
+    p = argparse.ArgumentParser(description=doc.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run")
     r.add_argument("--base", required=True)
-    r.add_argument("--gateway-pid", type=int, required=True)
-    r.add_argument("--sm-pid", type=int, required=True)
-    r.add_argument("--redis-pid", type=int, default=0)
-    r.add_argument("--conns", type=int, default=0, help="idle connections to try (10000)")
+    run_args(r)
     r.add_argument("--quick", action="store_true", help="smoke run: fewer of everything")
     r.add_argument("--json", help="also write the figures to this file")
     for s in (r, sub.add_parser("sweep")):
@@ -545,6 +550,17 @@ def main():
     sub.choices["sweep"].add_argument("--workspaces", required=True)
     a = p.parse_args()
     return cmd_run(a) if a.cmd == "run" else cmd_sweep(a)
+
+
+def run_args(r):
+    r.add_argument("--gateway-pid", type=int, required=True)
+    r.add_argument("--sm-pid", type=int, required=True)
+    r.add_argument("--redis-pid", type=int, default=0)
+    r.add_argument("--conns", type=int, default=0, help="idle connections to try (10000)")
+
+
+def main():
+    return cli(__doc__, run_args, cmd_run)
 
 
 if __name__ == "__main__":
